@@ -1,0 +1,11 @@
+# Writes a C++ source holding every sql/NNN_*.sql file as a named string.
+set(content "// Generated from sql/*.sql by cmake/embed_migrations.cmake. Do not edit.\n")
+string(APPEND content "#include \"store/migrations.hpp\"\n\nnamespace otter::store {\n")
+string(APPEND content "const std::vector<migration>& embedded_migrations() {\n  static const std::vector<migration> all = {\n")
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} sql)
+  string(APPEND content "    {\"${name}\", R\"otter_sql(${sql})otter_sql\"},\n")
+endforeach()
+string(APPEND content "  };\n  return all;\n}\n}  // namespace otter::store\n")
+file(WRITE ${OUT} "${content}")
