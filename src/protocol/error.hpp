@@ -35,7 +35,7 @@ template <class T>
 class [[nodiscard]] result {
  public:
   result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
-  result(error err) : v_(std::move(err)) {}  // NOLINT(google-explicit-constructor)
+  result(otter::error err) : v_(std::move(err)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }

@@ -38,6 +38,15 @@ struct catalog {
   std::vector<release> releases;
   std::vector<rollout> rollouts;
 
+  catalog() = default;
+  // A copy indexes its own vectors: copied pointers would point into the source's.
+  catalog(const catalog& other);
+  catalog& operator=(const catalog& other);
+  // Moves keep the vectors' buffers, so the index stays valid.
+  catalog(catalog&&) = default;
+  catalog& operator=(catalog&&) = default;
+  ~catalog() = default;
+
   // Build the lookup indexes; call after filling the vectors.
   void index();
   const release* find_release(std::int64_t id) const;

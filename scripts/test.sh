@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): install what is missing, build with the
+# sanitizers and -Werror, start the local stack (scripts/stack.sh), run every test.
+#
+#   OTTER_BUILD_DIR    build folder (default build-ci, relative to the checkout)
+#   OTTER_TEST_TIMEOUT per-test timeout in seconds (default 300)
+#   extra arguments are passed to ctest (e.g. scripts/test.sh -L unit, -R Semver)
+#
+# A stack this script starts is stopped when it exits; one that was already running is
+# left running. Exit status: the build's on a build failure, else ctest's.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+cd "$ROOT"
+BUILD_DIR=${OTTER_BUILD_DIR:-build-ci}
+TIMEOUT=${OTTER_TEST_TIMEOUT:-300}
+JOBS=$(nproc)
+
+echo "== setup"
+bash scripts/setup.sh
+
+echo "== build ($BUILD_DIR)"
+cmake -S . -B "$BUILD_DIR" -G Ninja \
+  -DOTTER_SANITIZE=ON -DOTTER_WERROR=ON -DCMAKE_BUILD_TYPE=Debug
+cmake --build "$BUILD_DIR" -j"$JOBS"
+
+echo "== stack"
+if bash scripts/stack.sh status >/dev/null 2>&1; then
+  echo "stack already running: using it and leaving it running"
+else
+  # Armed before start, so that a half-started stack is stopped too.
+  trap 'echo "== stack stop"; bash scripts/stack.sh stop || true' EXIT
+  bash scripts/stack.sh start
+fi
+set -a
+# shellcheck source=/dev/null
+source .stack/env
+set +a
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+echo "== tests"
+rc=0
+ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout "$TIMEOUT" \
+  --parallel "$JOBS" --no-tests=error "$@" || rc=$?
+exit "$rc"

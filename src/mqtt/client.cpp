@@ -1,0 +1,643 @@
+#include "mqtt/client.hpp"
+
+#include <mqtt/async_client.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "mqtt/nodelay.hpp"
+
+namespace otter::mqtt {
+namespace {
+
+// Depth of Paho callbacks (ours) on this thread: blocking there would stall the thread that
+// delivers the very acknowledgement being waited for.
+thread_local int tl_callback_depth = 0;
+
+struct callback_scope {
+  callback_scope() { ++tl_callback_depth; }
+  ~callback_scope() { --tl_callback_depth; }
+  callback_scope(const callback_scope&) = delete;
+  callback_scope& operator=(const callback_scope&) = delete;
+};
+
+constexpr int kBadSubscribe = 0x80;  // MQTT 3.1.1 SUBACK "failure"
+
+errc errc_of(int rc) {
+  switch (rc) {
+    case MQTTASYNC_BAD_UTF8_STRING:
+    case MQTTASYNC_NULL_PARAMETER:
+    case MQTTASYNC_TOPICNAME_TRUNCATED:
+    case MQTTASYNC_BAD_STRUCTURE:
+    case MQTTASYNC_BAD_QOS:
+    case MQTTASYNC_BAD_MQTT_OPTION:
+    case MQTTASYNC_WRONG_MQTT_VERSION:
+      return errc::bad_request;
+    case MQTTASYNC_DISCONNECTED:
+    case MQTTASYNC_MAX_MESSAGES_INFLIGHT:
+    case MQTTASYNC_NO_MORE_MSGIDS:
+    case MQTTASYNC_OPERATION_INCOMPLETE:
+    case MQTTASYNC_MAX_BUFFERED_MESSAGES:
+    case MQTTASYNC_FAILURE:
+      return errc::unavailable;
+    default:
+      return errc::internal;
+  }
+}
+
+std::string describe(int rc, int reason) {
+  if (reason >= 0x80) return "reason " + ::mqtt::exception::reason_code_str(reason);
+  if (rc > 0) return "refused with code " + std::to_string(rc);
+  return ::mqtt::exception::error_str(rc);
+}
+
+void* generation_context(std::uint64_t generation) {
+  return reinterpret_cast<void*>(static_cast<std::uintptr_t>(generation));
+}
+
+std::uint64_t generation_of(const ::mqtt::token& tok) {
+  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(tok.get_user_context()));
+}
+
+message to_message(const ::mqtt::const_message_ptr& in) {
+  message out;
+  out.topic = in->get_topic();
+  out.payload = in->get_payload_str();
+  out.qos = in->get_qos();
+  out.retained = in->is_retained();
+  const auto& props = in->get_properties();
+  if (!props.empty()) {
+    if (props.contains(::mqtt::property::RESPONSE_TOPIC))
+      out.response_topic = ::mqtt::get<std::string>(props, ::mqtt::property::RESPONSE_TOPIC);
+    if (props.contains(::mqtt::property::CORRELATION_DATA))
+      out.correlation_data = ::mqtt::get<std::string>(props, ::mqtt::property::CORRELATION_DATA);
+  }
+  return out;
+}
+
+::mqtt::create_options make_create_options(const client_options& o) {
+  // The version here decides how Paho encodes packets; the connect options only ask for it.
+  ::mqtt::create_options c(o.mqtt_version);
+  // Paho refuses publishes once ~100 are queued inside it, even while connected.
+  c.set_max_buffered_messages(o.max_buffered);
+  // Publishing while disconnected must fail rather than pile up silently.
+  c.set_send_while_disconnected(false);
+  c.set_delete_oldest_messages(false);
+  c.set_restore_messages(false);
+  c.set_persist_qos0(false);
+  return c;
+}
+
+::mqtt::connect_options make_connect_options(const client_options& o) {
+  ::mqtt::connect_options c;
+  c.set_mqtt_version(o.mqtt_version);
+  if (o.mqtt_version >= 5) {
+    c.set_clean_session(false);  // Paho rejects a v5 connect with the v3 flag set
+    c.set_clean_start(o.clean_session);
+    if (!o.clean_session) {
+      ::mqtt::properties props;
+      // 0xFFFFFFFF: the session never expires, the MQTT 3.1.1 meaning of clean_session=false.
+      props.add({::mqtt::property::SESSION_EXPIRY_INTERVAL,
+                 static_cast<std::int32_t>(std::numeric_limits<std::uint32_t>::max())});
+      c.set_properties(std::move(props));
+    }
+  } else {
+    c.set_clean_start(false);
+    c.set_clean_session(o.clean_session);
+  }
+  c.set_keep_alive_interval(o.keep_alive);
+  c.set_connect_timeout(o.connect_timeout);
+  c.set_max_inflight(o.max_inflight);
+  if (!o.username.empty()) c.set_user_name(o.username);
+  if (!o.password.empty()) c.set_password(o.password);
+  if (o.will) {
+    c.set_will(::mqtt::will_options(o.will->topic, o.will->payload, o.will->qos,
+                                    o.will->retained));
+  }
+  c.set_automatic_reconnect(std::max<std::chrono::seconds>(o.min_retry, std::chrono::seconds(1)),
+                            std::max(o.max_retry, o.min_retry));
+  return c;
+}
+
+}  // namespace
+
+struct client::impl {
+  struct subscription {
+    std::string filter;
+    int qos;
+  };
+
+  // Paho calls these with the token of every connect attempt, automatic ones included.
+  struct connect_listener final : ::mqtt::iaction_listener {
+    impl* self;
+    explicit connect_listener(impl* s) : self(s) {}
+    void on_success(const ::mqtt::token& tok) override { self->connect_succeeded(tok); }
+    void on_failure(const ::mqtt::token& tok) override { self->connect_failed(tok); }
+  };
+
+  // QoS 1/2 publishes handed to Paho; the context is the connection generation.
+  struct delivery_listener final : ::mqtt::iaction_listener {
+    impl* self;
+    explicit delivery_listener(impl* s) : self(s) {}
+    void on_success(const ::mqtt::token& tok) override { self->delivered(generation_of(tok)); }
+    void on_failure(const ::mqtt::token& tok) override { self->delivered(generation_of(tok)); }
+  };
+
+  // For the subscriptions re-made after a connect; the context is the connection generation.
+  struct resubscribe_listener final : ::mqtt::iaction_listener {
+    impl* self;
+    explicit resubscribe_listener(impl* s) : self(s) {}
+    void on_success(const ::mqtt::token& tok) override { self->settle(generation_of(tok), true); }
+    void on_failure(const ::mqtt::token& tok) override {
+      spdlog::warn("mqtt {}: broker refused a subscription after connecting: {}",
+                   self->opts.client_id, describe(tok.get_return_code(), tok.get_reason_code()));
+      self->settle(generation_of(tok), true);
+    }
+  };
+
+  client_options opts;
+  connect_listener on_connect_result{this};
+  resubscribe_listener on_resubscribed{this};
+  delivery_listener on_delivered{this};
+
+  mutable std::mutex mu;
+  std::condition_variable cv;  // ready, started and running_handlers changes
+  std::vector<subscription> subs;
+  std::shared_ptr<const message_handler> msg_handler;
+  std::shared_ptr<const state_handler> st_handler;
+  bool started = false;         // start_connect() called and no disconnect() since
+  bool session_up = false;      // Paho has a connection
+  bool ready = false;           // ... and every remembered subscription is acknowledged
+  bool ever_connected = false;  // to tell connects from reconnects in the log
+  std::uint64_t generation = 0;  // bumped on every connect and loss; stale acks are ignored
+  std::size_t pending_subs = 0;
+  std::size_t failures = 0;  // connect attempts failed since the last success
+  std::string last_error;
+  int running_handlers = 0;
+  bool closing = false;
+
+  // Outgoing flow control. Paho C 1.3.12 does not wake its send thread when an acknowledgement
+  // frees a slot in the in-flight window, so a publish queued behind a full window waits for
+  // the send thread's 1 s poll (upstream fix: paho.mqtt.c PR #1457, not in 1.3.12). Mosquitto
+  // grants MQTT 5 clients a window of 20, which made bursts crawl at 20 messages a second.
+  // So messages wait here instead and go to Paho only while the window has room: every hand-off
+  // is a new Paho command, and a new command does wake the send thread.
+  std::deque<::mqtt::message_ptr> backlog;
+  std::size_t in_window = 0;  // QoS 1/2 messages handed to Paho and not yet acknowledged
+  std::size_t window = 0;     // min(max_inflight, the broker's receive maximum)
+  bool draining = false;      // one thread at a time hands messages over, in order
+
+  // Last member: destroyed first, so Paho is gone before anything its callbacks touch.
+  ::mqtt::async_client cli;
+
+  explicit impl(client_options o)
+      : opts(std::move(o)),
+        window(static_cast<std::size_t>(std::max(1, opts.max_inflight))),
+        cli(opts.server_uri, opts.client_id, make_create_options(opts), nullptr) {
+    cli.set_connected_handler([this](const std::string& cause) { connected(cause); });
+    cli.set_connection_lost_handler([this](const std::string& cause) { lost(cause); });
+    cli.set_disconnected_handler([this](const ::mqtt::properties&, ::mqtt::ReasonCode reason) {
+      lost("broker sent DISCONNECT, " + ::mqtt::exception::reason_code_str(reason));
+    });
+    cli.set_message_callback([this](::mqtt::const_message_ptr m) { arrived(m); });
+  }
+
+  template <class Fn>
+  void run_user(const char* what, Fn&& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      spdlog::error("mqtt {}: {} handler threw: {}", opts.client_id, what, e.what());
+    } catch (...) {
+      spdlog::error("mqtt {}: {} handler threw a non-standard exception", opts.client_id, what);
+    }
+  }
+
+  // Handlers are copied under the lock and counted while they run, so the destructor can wait
+  // for them and nothing calls into a half-destroyed client.
+  template <class H, class... Args>
+  void call(const std::shared_ptr<const H> impl::*which, const char* what, Args&&... args) {
+    std::shared_ptr<const H> h;
+    {
+      std::lock_guard lock(mu);
+      if (closing || !(this->*which)) return;
+      h = this->*which;
+      ++running_handlers;
+    }
+    run_user(what, [&] { (*h)(std::forward<Args>(args)...); });
+    std::lock_guard lock(mu);
+    if (--running_handlers == 0 && closing) cv.notify_all();
+  }
+
+  void notify_state(bool up) { call(&impl::st_handler, "state", up); }
+
+  void connected(const std::string&) {
+    callback_scope scope;
+    // Before anything is sent on the new connection, so the resubscriptions benefit too.
+    if (opts.tcp_nodelay) nodelay::tune();
+    std::vector<subscription> snapshot;
+    std::uint64_t gen = 0;
+    bool reconnect = false;
+    bool stray = false;
+    {
+      std::lock_guard lock(mu);
+      stray = !started || closing;
+      if (!stray) {
+        session_up = true;
+        ready = false;
+        gen = ++generation;
+        snapshot = subs;
+        pending_subs = snapshot.size();
+        reconnect = ever_connected;
+        ever_connected = true;
+        failures = 0;
+        last_error.clear();
+        in_window = 0;  // what was in flight belongs to the old connection (and its generation)
+      }
+    }
+    if (stray) {  // an attempt that was under way when disconnect() was called
+      try {
+        cli.disconnect(0);
+      } catch (const ::mqtt::exception&) {
+      }
+      return;
+    }
+    spdlog::info("mqtt {}: {} to {} (MQTT {}), restoring {} subscription(s)", opts.client_id,
+                 reconnect ? "reconnected" : "connected", opts.server_uri,
+                 opts.mqtt_version >= 5 ? "5" : "3.1.1", snapshot.size());
+    // A clean session forgets subscriptions and Paho does not re-make them: do it here.
+    for (const auto& s : snapshot) {
+      try {
+        cli.subscribe(s.filter, s.qos, generation_context(gen), on_resubscribed);
+      } catch (const ::mqtt::exception& e) {
+        spdlog::warn("mqtt {}: cannot resubscribe to {}: {}", opts.client_id, s.filter,
+                     e.what());
+        settle(gen, true);
+      }
+    }
+    if (snapshot.empty()) settle(gen, false);
+    drain();  // what was queued while the connection was down
+  }
+
+  // One subscription of connection `gen` answered (or none were needed).
+  void settle(std::uint64_t gen, bool one_answered) {
+    callback_scope scope;
+    {
+      std::lock_guard lock(mu);
+      if (gen != generation || !session_up || ready) return;
+      if (one_answered && pending_subs > 0) --pending_subs;
+      if (pending_subs > 0) return;
+      ready = true;
+    }
+    cv.notify_all();
+    notify_state(true);
+  }
+
+  void lost(const std::string& cause) {
+    callback_scope scope;
+    nodelay::forget_closed();
+    bool was_ready = false;
+    {
+      std::lock_guard lock(mu);
+      if (!session_up) return;  // connection_lost after the v5 DISCONNECT callback
+      was_ready = ready;
+      session_up = false;
+      ready = false;
+      ++generation;
+      last_error = cause.empty() ? "connection lost" : cause;
+    }
+    cv.notify_all();  // a disconnect() waiting for the backlog to drain
+    spdlog::warn("mqtt {}: lost connection to {} ({}); reconnecting", opts.client_id,
+                 opts.server_uri, cause.empty() ? "no reason given" : cause);
+    if (was_ready) notify_state(false);
+  }
+
+  void connect_succeeded(const ::mqtt::token& tok) {
+    std::size_t w = static_cast<std::size_t>(std::max(1, opts.max_inflight));
+    try {
+      const auto& props = tok.get_connect_response().get_properties();
+      if (props.contains(::mqtt::property::RECEIVE_MAXIMUM)) {
+        auto granted = ::mqtt::get<std::uint16_t>(props, ::mqtt::property::RECEIVE_MAXIMUM);
+        w = std::min<std::size_t>(w, std::max<std::uint16_t>(granted, 1));
+      }
+    } catch (const std::exception&) {
+      // No CONNACK properties (MQTT 3.1.1): only our own limit applies.
+    }
+    std::lock_guard lock(mu);
+    window = w;
+  }
+
+  // A QoS 1/2 publish of connection `gen` was acknowledged (or failed): its slot is free.
+  void delivered(std::uint64_t gen) {
+    callback_scope scope;
+    {
+      std::lock_guard lock(mu);
+      if (gen != generation) return;
+      if (in_window > 0) --in_window;
+      if (in_window == 0 && backlog.empty()) cv.notify_all();  // disconnect() may be waiting
+    }
+    drain();
+  }
+
+  // Hands queued messages to Paho while the window has room, oldest first. Never holds `mu`
+  // while calling into Paho; whoever finds `draining` set leaves the work to that thread.
+  void drain() {
+    std::unique_lock lock(mu);
+    if (draining) return;
+    draining = true;
+    std::vector<::mqtt::message_ptr> batch;
+    for (;;) {
+      if (!session_up) break;
+      while (!backlog.empty() && (backlog.front()->get_qos() == 0 || in_window < window)) {
+        if (backlog.front()->get_qos() > 0) ++in_window;
+        batch.push_back(std::move(backlog.front()));
+        backlog.pop_front();
+      }
+      if (batch.empty()) break;
+      const std::uint64_t gen = generation;
+      lock.unlock();
+      std::size_t handed = 0;
+      bool lost_connection = false;
+      for (; handed < batch.size(); ++handed) {
+        auto& msg = batch[handed];
+        try {
+          if (msg->get_qos() > 0)
+            cli.publish(msg, generation_context(gen), on_delivered);
+          else
+            cli.publish(msg);
+        } catch (const ::mqtt::exception& e) {
+          if (e.get_return_code() == MQTTASYNC_DISCONNECTED) {
+            lost_connection = true;
+            break;
+          }
+          spdlog::warn("mqtt {}: dropped a message to {}: {}", opts.client_id,
+                       msg->get_topic(), e.what());
+          std::lock_guard relock(mu);
+          if (msg->get_qos() > 0 && gen == generation && in_window > 0) --in_window;
+        }
+      }
+      lock.lock();
+      if (lost_connection) {
+        // Put the rest back in front, in order; they go out after the reconnect.
+        for (std::size_t i = batch.size(); i-- > handed;) {
+          if (batch[i]->get_qos() > 0 && gen == generation && in_window > 0) --in_window;
+          backlog.push_front(std::move(batch[i]));
+        }
+        batch.clear();
+        break;
+      }
+      batch.clear();
+    }
+    draining = false;
+    if (in_window == 0 && backlog.empty()) cv.notify_all();
+  }
+
+  void connect_failed(const ::mqtt::token& tok) {
+    callback_scope scope;
+    nodelay::forget_closed();  // the socket may have been up (and tuned) before the refusal
+    std::string why = describe(tok.get_return_code(), tok.get_reason_code());
+    std::size_t n = 0;
+    bool active = false;
+    {
+      std::lock_guard lock(mu);
+      last_error = "connect failed: " + why;
+      n = ++failures;
+      active = started && !closing;
+    }
+    if (!active) return;
+    if (n == 1)
+      spdlog::warn("mqtt {}: cannot connect to {}: {}; retrying every {}-{} s", opts.client_id,
+                   opts.server_uri, why, opts.min_retry.count(), opts.max_retry.count());
+    else
+      spdlog::debug("mqtt {}: connect attempt {} to {} failed: {}", opts.client_id, n,
+                    opts.server_uri, why);
+  }
+
+  void arrived(const ::mqtt::const_message_ptr& m) {
+    callback_scope scope;
+    if (!m) return;
+    call(&impl::msg_handler, "message", to_message(m));
+  }
+};
+
+client::client(client_options options) {
+  auto uri = options.server_uri;
+  try {
+    impl_ = std::make_unique<impl>(std::move(options));
+  } catch (const ::mqtt::exception& e) {
+    throw std::invalid_argument("mqtt client for " + uri + ": " + e.what());
+  }
+  if (impl_->opts.tcp_nodelay) nodelay::add_broker(impl_->opts.server_uri);
+}
+
+client::~client() {
+  auto& s = *impl_;
+  {
+    std::unique_lock lock(s.mu);
+    s.closing = true;
+    // From a Paho callback no handler of this client can be running on another thread.
+    if (tl_callback_depth == 0) s.cv.wait(lock, [&] { return s.running_handlers == 0; });
+  }
+  disconnect(std::chrono::seconds(2));
+  if (s.opts.tcp_nodelay) nodelay::remove_broker(s.opts.server_uri);
+}
+
+void client::on_message(message_handler handler) {
+  auto h = handler ? std::make_shared<const message_handler>(std::move(handler)) : nullptr;
+  std::lock_guard lock(impl_->mu);
+  impl_->msg_handler = std::move(h);
+}
+
+void client::on_state(state_handler handler) {
+  auto h = handler ? std::make_shared<const state_handler>(std::move(handler)) : nullptr;
+  std::lock_guard lock(impl_->mu);
+  impl_->st_handler = std::move(h);
+}
+
+result<void> client::subscribe(std::string filter, int qos, std::chrono::milliseconds timeout) {
+  auto& s = *impl_;
+  if (qos < 0 || qos > 2) return make_error(errc::bad_request, "qos must be 0, 1 or 2");
+  if (filter.empty()) return make_error(errc::bad_request, "empty topic filter");
+  bool up = false;
+  {
+    std::lock_guard lock(s.mu);
+    auto it = std::find_if(s.subs.begin(), s.subs.end(),
+                           [&](const auto& sub) { return sub.filter == filter; });
+    if (it == s.subs.end())
+      s.subs.push_back({filter, qos});
+    else
+      it->qos = qos;
+    up = s.session_up;
+  }
+  // Not connected: the connected callback makes it, like every remembered subscription.
+  if (!up) return {};
+  ::mqtt::token_ptr tok;
+  try {
+    tok = s.cli.subscribe(filter, qos);
+  } catch (const ::mqtt::exception& e) {
+    if (e.get_return_code() == MQTTASYNC_DISCONNECTED) return {};  // lost meanwhile: same case
+    return make_error(errc_of(e.get_return_code()), "subscribe to " + filter + ": " + e.what());
+  }
+  if (timeout.count() <= 0 || tl_callback_depth > 0) return {};
+  try {
+    if (!tok->wait_for(timeout))
+      return make_error(errc::unavailable, "no SUBACK for " + filter + " within " +
+                                               std::to_string(timeout.count()) + " ms");
+  } catch (const ::mqtt::exception& e) {
+    if (e.get_return_code() == kBadSubscribe || e.get_reason_code() >= 0x80) {
+      std::lock_guard lock(s.mu);
+      std::erase_if(s.subs, [&](const auto& sub) { return sub.filter == filter; });
+      return make_error(errc::forbidden,
+                        "broker refused subscription to " + filter + ": " +
+                            describe(e.get_return_code(), e.get_reason_code()));
+    }
+    return make_error(errc::unavailable, "subscribe to " + filter + ": " + e.what());
+  }
+  return {};
+}
+
+result<void> client::connect(std::chrono::milliseconds timeout) {
+  start_connect();
+  return wait_connected(timeout);
+}
+
+void client::start_connect() {
+  auto& s = *impl_;
+  {
+    std::lock_guard lock(s.mu);
+    if (s.started || s.closing) return;
+    s.started = true;
+    s.failures = 0;
+    s.last_error.clear();
+  }
+  spdlog::info("mqtt {}: connecting to {} (MQTT {}{})", s.opts.client_id, s.opts.server_uri,
+               s.opts.mqtt_version >= 5 ? "5" : "3.1.1",
+               s.opts.username.empty() ? "" : ", user " + s.opts.username);
+  try {
+    // Automatic reconnect also retries a failed first attempt, with the same backoff.
+    s.cli.connect(make_connect_options(s.opts), nullptr, s.on_connect_result);
+  } catch (const ::mqtt::exception& e) {
+    {
+      std::lock_guard lock(s.mu);
+      s.started = false;
+      s.last_error = std::string("cannot start connecting: ") + e.what();
+    }
+    s.cv.notify_all();
+    spdlog::error("mqtt {}: cannot start connecting to {}: {}", s.opts.client_id,
+                  s.opts.server_uri, e.what());
+  }
+}
+
+result<void> client::wait_connected(std::chrono::milliseconds timeout) {
+  auto& s = *impl_;
+  std::unique_lock lock(s.mu);
+  if (tl_callback_depth == 0)
+    s.cv.wait_for(lock, timeout, [&] { return s.ready || !s.started; });
+  if (s.ready) return {};
+  std::string why = !s.started ? "not started" : "timed out";
+  if (!s.last_error.empty()) why += ", last error: " + s.last_error;
+  return make_error(errc::unavailable, "mqtt " + s.opts.client_id + ": not connected to " +
+                                           s.opts.server_uri + " (" + why + ")");
+}
+
+bool client::connected() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->ready;
+}
+
+result<void> client::publish(std::string_view topic, std::string_view payload, int qos,
+                             bool retained) {
+  message m;
+  m.topic = topic;
+  m.payload = payload;
+  m.qos = qos;
+  m.retained = retained;
+  return publish(m);
+}
+
+result<void> client::publish(const message& m) {
+  auto& s = *impl_;
+  if (m.qos < 0 || m.qos > 2) return make_error(errc::bad_request, "qos must be 0, 1 or 2");
+  if (m.topic.empty()) return make_error(errc::bad_request, "empty topic");
+  ::mqtt::message_ptr msg;
+  try {
+    msg = ::mqtt::message::create(m.topic, m.payload.data(), m.payload.size(), m.qos, m.retained);
+    if (s.opts.mqtt_version >= 5 && (!m.response_topic.empty() || !m.correlation_data.empty())) {
+      ::mqtt::properties props;
+      if (!m.response_topic.empty())
+        props.add({::mqtt::property::RESPONSE_TOPIC, m.response_topic});
+      if (!m.correlation_data.empty())
+        props.add({::mqtt::property::CORRELATION_DATA, m.correlation_data});
+      msg->set_properties(std::move(props));
+    }
+  } catch (const std::exception& e) {
+    return make_error(errc::bad_request, "publish to " + m.topic + ": " + e.what());
+  }
+  {
+    std::lock_guard lock(s.mu);
+    if (!s.session_up)
+      return make_error(errc::unavailable,
+                        "not connected to " + s.opts.server_uri + ", dropped " + m.topic);
+    if (s.backlog.size() >= static_cast<std::size_t>(std::max(0, s.opts.max_buffered)))
+      return make_error(errc::unavailable, "publish buffer full (" +
+                                               std::to_string(s.backlog.size()) +
+                                               " messages), dropped " + m.topic);
+    s.backlog.push_back(std::move(msg));
+  }
+  s.drain();
+  return {};
+}
+
+void client::disconnect(std::chrono::milliseconds timeout) {
+  auto& s = *impl_;
+  bool was_ready = false;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  {
+    std::unique_lock lock(s.mu);
+    if (!s.started) return;
+    s.started = false;
+    // Let queued messages go out first, as Paho does with its own queue.
+    if (tl_callback_depth == 0)
+      s.cv.wait_until(lock, deadline, [&] {
+        return !s.session_up || (s.backlog.empty() && s.in_window == 0);
+      });
+    if (!s.backlog.empty())
+      spdlog::warn("mqtt {}: disconnecting with {} unsent message(s)", s.opts.client_id,
+                   s.backlog.size());
+    s.backlog.clear();
+  }
+  timeout = std::max(std::chrono::milliseconds(0),
+                     std::chrono::duration_cast<std::chrono::milliseconds>(
+                         deadline - std::chrono::steady_clock::now()));
+  try {
+    // Also stops automatic reconnects when there is no connection to close right now.
+    auto tok = s.cli.disconnect(static_cast<int>(timeout.count()));
+    if (tl_callback_depth == 0) tok->wait_for(timeout + std::chrono::milliseconds(500));
+  } catch (const ::mqtt::exception&) {
+    // Not connected (Paho says so by throwing): nothing to close.
+  }
+  nodelay::forget_closed();
+  {
+    std::lock_guard lock(s.mu);
+    was_ready = s.ready;
+    s.ready = false;
+    s.session_up = false;
+    ++s.generation;
+  }
+  s.cv.notify_all();
+  spdlog::info("mqtt {}: disconnected from {}", s.opts.client_id, s.opts.server_uri);
+  if (was_ready) s.notify_state(false);
+}
+
+const client_options& client::options() const { return impl_->opts; }
+
+}  // namespace otter::mqtt

@@ -1,0 +1,154 @@
+// otterd: the otter OTA service, and its small key tools.
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+#include "crypto/ec_key.hpp"
+#include "service/service.hpp"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+extern "C" void on_signal(int) { g_stop.store(true); }
+
+constexpr const char* kUsage = R"(otterd: the otter over-the-air update service.
+
+Usage:
+  otterd [OPTIONS]                 serve devices and operators over MQTT
+  otterd keygen --out FILE         write a new P-256 signing key (mode 0600); print its public key
+  otterd --help | --version
+
+Devices and operators talk to otterd through an MQTT broker (see PROTOCOL.md); every
+event is recorded in PostgreSQL. Every option is also an environment variable.
+)";
+
+// Escapes the message for the JSON log format, so every line is one valid JSON object.
+class json_message_flag final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
+      switch (c) {
+        case '"': dest.append(std::string_view("\\\"")); break;
+        case '\\': dest.append(std::string_view("\\\\")); break;
+        case '\n': dest.append(std::string_view("\\n")); break;
+        case '\t': dest.append(std::string_view("\\t")); break;
+        default:
+          if (static_cast<unsigned char>(c) < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            dest.append(std::string_view(buf));
+          } else {
+            dest.push_back(c);
+          }
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<json_message_flag>();
+  }
+};
+
+void setup_logging(const otter::config::settings& s) {
+  auto logger = spdlog::stderr_logger_mt("otterd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(s.log_level));
+  if (s.log_format == "json") {
+    auto f = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+    f->add_flag<json_message_flag>('*').set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","msg":"%*"})");
+    spdlog::set_formatter(std::move(f));
+  } else {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%l%$ %v", spdlog::pattern_time_type::utc);
+  }
+}
+
+int keygen(const std::vector<std::string>& args) {
+  std::string out;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
+      std::cout << "Usage: otterd keygen --out FILE\n\nWrites a new ECDSA P-256 private key "
+                   "(PKCS#8 PEM, mode 0600) to FILE,\nwhich must not exist, and prints its "
+                   "public key PEM and kid.\nPin the public key in devices; point "
+                   "OTTER_SIGNING_KEY at FILE.\n";
+      return 0;
+    }
+    if (args[i] == "--out" && i + 1 < args.size()) {
+      out = args[++i];
+    } else if (args[i].rfind("--out=", 0) == 0) {
+      out = args[i].substr(6);
+    } else {
+      std::cerr << "otterd keygen: unexpected argument " << args[i]
+                << "\nUsage: otterd keygen --out FILE\n";
+      return 2;
+    }
+  }
+  if (out.empty()) {
+    std::cerr << "otterd keygen: --out FILE is required\nUsage: otterd keygen --out FILE\n";
+    return 2;
+  }
+  auto key = otter::crypto::ec_key::generate();
+  auto written = otter::crypto::write_private_file(out, key.private_pem());
+  if (!written) {
+    std::cerr << "otterd keygen: " << written.error().message
+              << "\n(choose another file name, or remove the old key if you really mean to "
+                 "replace it)\n";
+    return 1;
+  }
+  std::cout << key.public_pem() << "kid: " << key.kid() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!args.empty() && args[0] == "keygen") return keygen({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "--version") {
+    std::cout << "otterd 0.1.0 (protocol v1)\n";
+    return 0;
+  }
+  if (otter::config::wants_help(args)) {
+    std::cout << kUsage << "\n"
+              << otter::config::help_text("otterd", "[OPTIONS]");
+    return 0;
+  }
+  auto cfg = otter::config::load(args, otter::config::process_env());
+  if (!cfg) {
+    std::cerr << "otterd: " << cfg.error().message << "\n(see otterd --help)\n";
+    return 2;
+  }
+  setup_logging(*cfg);
+  for (const auto& w : otter::config::warnings(*cfg)) spdlog::warn("config: {}", w);
+
+  auto key = cfg->signing_key.rfind("-----BEGIN", 0) == 0
+                 ? otter::crypto::ec_key::from_private_pem(cfg->signing_key)
+                 : otter::crypto::ec_key::from_private_file(cfg->signing_key);
+  if (!key) {
+    std::cerr << "otterd: OTTER_SIGNING_KEY (--signing-key): " << key.error().message
+              << "\n(make a key with: otterd keygen --out otter-signing.pem)\n";
+    return 2;
+  }
+  spdlog::info("otterd starting\n{}", otter::config::describe(*cfg));
+
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGPIPE, SIG_IGN);
+  try {
+    otter::service::service svc(std::move(cfg).value(), std::move(key).value());
+    return svc.run(g_stop);
+  } catch (const std::exception& e) {
+    spdlog::critical("decision=exit reason=\"{}\"", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,295 @@
+#include "service/admin_handler.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "protocol/ids.hpp"
+#include "protocol/messages.hpp"
+
+namespace otter::service {
+namespace {
+
+bool changes_catalog(const std::string& cmd) {
+  return cmd == "release.add" || cmd == "rollout.create" || cmd == "rollout.update" ||
+         cmd == "rollout.pause" || cmd == "rollout.resume" || cmd == "rollout.cancel";
+}
+
+bool reads_records(const std::string& cmd) {
+  return cmd == "rollout.get" || cmd == "device.list" || cmd == "device.get" ||
+         cmd == "status.list" || cmd == "events.list";
+}
+
+template <class T, class F>
+result<nlohmann::json> then(result<T> parsed, F&& f) {
+  if (!parsed) return std::move(parsed).error();
+  return f(*parsed);
+}
+
+result<nlohmann::json> page_json(result<store::page> p) {
+  if (!p) return std::move(p).error();
+  return p->to_json();
+}
+
+}  // namespace
+
+admin_handler::admin_handler(admin_handler_deps deps, admin_settings settings)
+    : d_(std::move(deps)), s_(std::move(settings)) {}
+
+admin_handler::~admin_handler() { stop(); }
+
+void admin_handler::start() { thread_ = std::thread([this] { run(); }); }
+
+void admin_handler::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void admin_handler::submit(const protocol::parsed_topic& topic, std::string payload) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_ && queue_.size() < s_.queue_limit) {
+      queue_.push_back(job{topic, std::move(payload)});
+      cv_.notify_one();
+      return;
+    }
+  }
+  if (!topic.subject_valid) return;
+  nlohmann::json id = nullptr;
+  if (topic.kind == protocol::topic_kind::admin_upload) id = topic.upload_id;
+  respond(topic.subject, id,
+          make_error(errc::unavailable, "too many commands are waiting; send it again shortly"));
+}
+
+void admin_handler::run() {
+  for (;;) {
+    job j;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      j = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    try {
+      handle(j);
+    } catch (const std::exception& e) {
+      // A fault in one command must not take the service down; the operator is told.
+      spdlog::error("decision=command_failed operator={} error=\"{}\"", j.topic.subject, e.what());
+      respond(j.topic.subject, nullptr, make_error(errc::internal, "internal error; see the log"));
+    }
+  }
+}
+
+void admin_handler::handle(const job& j) {
+  if (!j.topic.subject_valid) {
+    spdlog::warn("decision=drop reason=\"operator name in topic is not a valid name\"");
+    return;
+  }
+  if (j.topic.kind == protocol::topic_kind::admin_upload)
+    handle_upload(j.topic.subject, j.topic.upload_id, j.payload);
+  else
+    handle_request(j.topic.subject, j.payload);
+}
+
+void admin_handler::respond(const std::string& op, const nlohmann::json& id,
+                            const result<nlohmann::json>& r) {
+  nlohmann::ordered_json answer;
+  answer["id"] = id;
+  answer["ok"] = r.ok();
+  if (r.ok()) {
+    answer["result"] = r.value();
+  } else {
+    answer["error"] = {{"code", to_string(r.error().code)}, {"message", r.error().message}};
+  }
+  d_.out.publish(d_.topics.admin_response(op), answer.dump(), 1, false);
+}
+
+void admin_handler::record_command(const std::string& op, const nlohmann::json& id,
+                                   const std::string& cmd, const nlohmann::json& args,
+                                   const result<nlohmann::json>& r,
+                                   std::optional<std::int64_t> rollout) {
+  d_.counters.commands++;
+  if (!r.ok()) d_.counters.command_errors++;
+  store::record_set set;
+  store::event_record e;
+  e.at = d_.time.now();
+  e.kind = "command";
+  e.actor = op;
+  e.instance = s_.instance;
+  e.rollout = rollout;
+  e.data = {{"id", id}, {"cmd", cmd}, {"args", args}, {"ok", r.ok()}};
+  if (!r.ok()) {
+    e.data["code"] = to_string(r.error().code);
+    e.data["error"] = r.error().message;
+  }
+  set.events.push_back(std::move(e));
+  if (!d_.records.submit(std::move(set))) d_.counters.unavailable++;
+  if (r.ok())
+    spdlog::info("decision=command operator={} cmd={} id={} ok=true", op, cmd, id.dump());
+  else
+    spdlog::info("decision=command operator={} cmd={} id={} ok=false code={} reason=\"{}\"", op,
+                 cmd, id.dump(), to_string(r.error().code), r.error().message);
+}
+
+void admin_handler::handle_request(const std::string& op, std::string_view payload) {
+  nlohmann::json id = nullptr;
+  auto obj = protocol::parse_object(payload);
+  if (!obj) {
+    record_command(op, id, "", nullptr, obj.error(), std::nullopt);
+    return respond(op, id, obj.error());
+  }
+  if (auto peek = protocol::peek_string(*obj, "id")) id = *peek;
+  auto req = protocol::parse_admin_request(*obj);
+  if (!req) {
+    const std::string cmd = obj->contains("cmd") && (*obj)["cmd"].is_string()
+                                ? (*obj)["cmd"].get<std::string>()
+                                : std::string();
+    record_command(op, id, cmd, nullptr, req.error(), std::nullopt);
+    return respond(op, id, req.error());
+  }
+  auto r = execute(op, *req);
+  std::optional<std::int64_t> rollout;
+  if (r.ok() && r.value().is_object() && r.value().contains("id") && req->cmd.rfind("rollout.", 0) == 0 &&
+      r.value()["id"].is_string()) {
+    try {
+      rollout = std::stoll(r.value()["id"].get<std::string>());
+    } catch (const std::exception&) {
+    }
+  }
+  record_command(op, id, req->cmd, req->args, r, rollout);
+  respond(op, id, r);
+}
+
+result<nlohmann::json> admin_handler::execute(const std::string& op,
+                                              const protocol::admin_request& r) {
+  auto role = s_.operators.find(op);
+  if (role == s_.operators.end())
+    return make_error(errc::unauthorized, "operator \"" + op +
+                                              "\" is not configured on this server (OTTER_OPERATORS)");
+  if (!protocol::is_known_command(r.cmd))
+    return make_error(errc::bad_request, "unknown command \"" + r.cmd + "\"");
+  if (role->second != config::role::admin && !protocol::is_read_only_command(r.cmd))
+    return make_error(errc::unauthorized, "operator \"" + op + "\" is a viewer; \"" + r.cmd +
+                                              "\" needs the admin role");
+  if (reads_records(r.cmd) && d_.flush_records) d_.flush_records();
+
+  auto& repo = d_.repo;
+  const auto& a = r.args;
+  result<nlohmann::json> out = make_error(errc::internal, "command not dispatched");
+  if (r.cmd == "release.add") {
+    out = then(protocol::parse_release_add(a), [&](const protocol::release_add_args& x) {
+      std::uint64_t size = 0;
+      auto exists = repo.upload_exists(x.sha256, &size);
+      if (!exists) return result<nlohmann::json>(std::move(exists).error());
+      if (!*exists || !d_.images.contains(x.sha256))
+        return result<nlohmann::json>(make_error(
+            errc::not_found, "no upload with sha256 " + x.sha256 + "; upload the image first"));
+      return repo.add_release(x, size, op);
+    });
+  } else if (r.cmd == "release.get") {
+    out = then(protocol::parse_release_get(a), [&](const protocol::release_get_args& x) {
+      return repo.get_release(x.model, x.version.value);
+    });
+  } else if (r.cmd == "release.list") {
+    out = then(protocol::parse_release_list(a), [&](const protocol::release_list_args& x) {
+      return page_json(repo.list_releases(x));
+    });
+  } else if (r.cmd == "rollout.create") {
+    out = then(protocol::parse_rollout_create(a), [&](const protocol::rollout_create_args& x) {
+      return repo.create_rollout(x, op);
+    });
+  } else if (r.cmd == "rollout.get") {
+    out = then(protocol::parse_rollout_ref(a), [&](const protocol::rollout_ref_args& x) {
+      return repo.get_rollout(x.id, true);
+    });
+  } else if (r.cmd == "rollout.list") {
+    out = then(protocol::parse_rollout_list(a), [&](const protocol::rollout_list_args& x) {
+      return page_json(repo.list_rollouts(x));
+    });
+  } else if (r.cmd == "rollout.update") {
+    out = then(protocol::parse_rollout_update(a), [&](const protocol::rollout_update_args& x) {
+      if (!x.basis_points)
+        return result<nlohmann::json>(
+            make_error(errc::bad_request, "nothing to update: give \"percent\""));
+      return repo.update_rollout_percent(x.id, *x.basis_points, op);
+    });
+  } else if (r.cmd == "rollout.pause" || r.cmd == "rollout.resume" || r.cmd == "rollout.cancel") {
+    const auto state = r.cmd == "rollout.pause"    ? protocol::rollout_state::paused
+                       : r.cmd == "rollout.resume" ? protocol::rollout_state::active
+                                                   : protocol::rollout_state::cancelled;
+    out = then(protocol::parse_rollout_ref(a), [&](const protocol::rollout_ref_args& x) {
+      return repo.set_rollout_state(x.id, state, x.reason, op);
+    });
+  } else if (r.cmd == "device.list") {
+    out = then(protocol::parse_device_list(a), [&](const protocol::device_list_args& x) {
+      return page_json(repo.list_devices(x));
+    });
+  } else if (r.cmd == "device.get") {
+    out = then(protocol::parse_device_get(a), [&](const protocol::device_get_args& x) {
+      return repo.get_device(x.id);
+    });
+  } else if (r.cmd == "status.list") {
+    out = then(protocol::parse_status_list(a), [&](const protocol::status_list_args& x) {
+      return page_json(repo.list_status(x));
+    });
+  } else if (r.cmd == "events.list") {
+    out = then(protocol::parse_events_list(a), [&](const protocol::events_list_args& x) {
+      return page_json(repo.list_events(x));
+    });
+  } else if (r.cmd == "metrics.get") {
+    out = d_.service_metrics ? d_.service_metrics() : d_.counters.to_json();
+  }
+  if (out.ok() && changes_catalog(r.cmd) && d_.reload_catalog) d_.reload_catalog();
+  return out;
+}
+
+void admin_handler::handle_upload(const std::string& op, const std::string& upload_id,
+                                  std::string_view payload) {
+  nlohmann::json id = upload_id;
+  auto finish = [&](const result<nlohmann::json>& r) {
+    store::record_set set;
+    store::event_record e;
+    e.at = d_.time.now();
+    e.kind = "upload";
+    e.actor = op;
+    e.instance = s_.instance;
+    e.data = {{"id", upload_id}, {"bytes", payload.size()}, {"ok", r.ok()}};
+    if (r.ok()) {
+      e.data["sha256"] = r.value()["sha256"];
+    } else {
+      e.data["code"] = to_string(r.error().code);
+      e.data["error"] = r.error().message;
+    }
+    set.events.push_back(std::move(e));
+    if (!d_.records.submit(std::move(set))) d_.counters.unavailable++;
+    spdlog::info("decision=upload operator={} id={} bytes={} ok={}{}", op, upload_id,
+                 payload.size(), r.ok(), r.ok() ? "" : " reason=\"" + r.error().message + "\"");
+    respond(op, id, r);
+  };
+  auto role = s_.operators.find(op);
+  if (role == s_.operators.end())
+    return finish(make_error(errc::unauthorized, "operator \"" + op + "\" is not configured"));
+  if (role->second != config::role::admin)
+    return finish(make_error(errc::unauthorized, "operator \"" + op +
+                                                     "\" is a viewer; uploads need the admin role"));
+  if (!protocol::valid_name(upload_id))
+    return finish(make_error(errc::bad_request,
+                             "upload id must be 1 to 64 characters of [A-Za-z0-9_.-]"));
+  if (payload.empty()) return finish(make_error(errc::bad_request, "the image is empty"));
+  if (payload.size() > s_.max_upload)
+    return finish(make_error(errc::bad_request,
+                             "the image is " + std::to_string(payload.size()) +
+                                 " bytes; the limit is " + std::to_string(s_.max_upload) +
+                                 " (OTTER_MAX_UPLOAD)"));
+  auto stored = d_.images.put(payload);
+  if (!stored) return finish(std::move(stored).error());
+  auto added = d_.repo.add_upload(stored->sha256, stored->size, op);
+  if (!added) return finish(std::move(added).error());
+  d_.counters.uploads++;
+  finish(nlohmann::json{{"sha256", stored->sha256}, {"size", stored->size}});
+}
+
+}  // namespace otter::service

@@ -1,0 +1,79 @@
+#pragma once
+// Answers the operator topics. Commands touch PostgreSQL, so they run on a worker thread of
+// their own, in arrival order, never on the MQTT callback thread.
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "config/config.hpp"
+#include "protocol/commands.hpp"
+#include "protocol/topics.hpp"
+#include "service/clock.hpp"
+#include "service/image_store.hpp"
+#include "service/metrics.hpp"
+#include "service/ports.hpp"
+#include "store/repository.hpp"
+
+namespace otter::service {
+
+struct admin_handler_deps {
+  const protocol::topics& topics;
+  store::repository& repo;
+  image_store& images;
+  recorder& records;
+  outbox& out;
+  const clock& time;
+  metrics& counters;
+  std::function<void()> reload_catalog;         // after a change, before the answer
+  std::function<void()> flush_records;          // before a read, so it sees every record
+  std::function<nlohmann::json()> service_metrics;  // metrics.get
+};
+
+struct admin_settings {
+  std::map<std::string, config::role> operators;
+  std::uint64_t max_upload = 16 * 1024 * 1024;
+  std::size_t queue_limit = 256;
+  std::string instance;
+};
+
+class admin_handler {
+ public:
+  admin_handler(admin_handler_deps deps, admin_settings settings);
+  ~admin_handler();
+  void start();
+  // Finishes what is queued, then stops.
+  void stop();
+
+  // From the MQTT callback thread: queues the message; a full queue is answered at once.
+  void submit(const protocol::parsed_topic& topic, std::string payload);
+
+ private:
+  struct job {
+    protocol::parsed_topic topic;
+    std::string payload;
+  };
+  void run();
+  void handle(const job& j);
+  void handle_request(const std::string& op, std::string_view payload);
+  void handle_upload(const std::string& op, const std::string& upload_id, std::string_view payload);
+  result<nlohmann::json> execute(const std::string& op, const protocol::admin_request& r);
+  void respond(const std::string& op, const nlohmann::json& id, const result<nlohmann::json>& r);
+  void record_command(const std::string& op, const nlohmann::json& id, const std::string& cmd,
+                      const nlohmann::json& args, const result<nlohmann::json>& r,
+                      std::optional<std::int64_t> rollout);
+
+  admin_handler_deps d_;
+  admin_settings s_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<job> queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace otter::service

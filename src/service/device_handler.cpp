@@ -1,0 +1,243 @@
+#include "service/device_handler.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "crypto/jws.hpp"
+
+namespace otter::service {
+
+device_handler::device_handler(device_handler_deps deps, manifest_settings settings,
+                               std::string instance)
+    : d_(deps), settings_(settings), instance_(std::move(instance)) {}
+
+store::event_record device_handler::event(std::string kind, const std::string& device) const {
+  store::event_record e;
+  e.at = d_.time.now();
+  e.kind = std::move(kind);
+  e.device = device;
+  e.instance = instance_;
+  return e;
+}
+
+void device_handler::refuse(const std::string& device, const std::optional<std::string>& req,
+                            const error& err, std::string_view what) {
+  d_.counters.device_errors++;
+  nlohmann::json answer;
+  if (req) answer["req"] = *req;
+  answer["code"] = to_string(err.code);
+  answer["message"] = err.message;
+  spdlog::info("decision=refuse device={} message={} code={} reason=\"{}\"", device, what,
+               to_string(err.code), err.message);
+
+  store::record_set set;
+  auto e = event("error", device);
+  e.data = {{"message", what}, {"code", to_string(err.code)}, {"error", err.message}};
+  if (req) e.data["req"] = *req;
+  set.events.push_back(std::move(e));
+  if (!d_.records.submit(std::move(set))) d_.counters.unavailable++;
+  d_.out.publish(d_.topics.error(device), answer.dump(), 1, false);
+}
+
+void device_handler::handle(const protocol::parsed_topic& topic, std::string_view payload) {
+  using protocol::topic_kind;
+  if (!topic.subject_valid) {
+    // The broker's ACL should make this impossible; the id cannot be stored, only logged.
+    spdlog::warn("decision=drop reason=\"device id in topic is not a valid name\" bytes={}",
+                 payload.size());
+    d_.counters.device_errors++;
+    return;
+  }
+  const std::string& device = topic.subject;
+  const char* what = topic.kind == topic_kind::device_check    ? "check"
+                     : topic.kind == topic_kind::device_status ? "status"
+                     : topic.kind == topic_kind::device_chunk  ? "chunk"
+                                                               : "unknown";
+  if (topic.kind == topic_kind::device_unknown) {
+    return refuse(device, std::nullopt,
+                  make_error(errc::bad_request,
+                             "unknown topic: devices publish to up/check, up/status or up/chunk"),
+                  what);
+  }
+  auto obj = protocol::parse_object(payload);
+  if (!obj) return refuse(device, std::nullopt, obj.error(), what);
+  switch (topic.kind) {
+    case topic_kind::device_check:
+      return on_check(device, *obj);
+    case topic_kind::device_status:
+      return on_status(device, *obj);
+    case topic_kind::device_chunk:
+      return on_chunk(device, *obj);
+    default:
+      return;
+  }
+}
+
+void device_handler::on_check(const std::string& device, const nlohmann::json& obj) {
+  auto req = protocol::peek_string(obj, "req");
+  auto parsed = protocol::parse_check(obj);
+  if (!parsed) return refuse(device, req, parsed.error(), "check");
+  const protocol::check_msg& m = *parsed;
+  d_.counters.checks++;
+
+  auto seen = d_.devices.on_check(device, m);
+  auto catalog = d_.catalog.current();
+  auto decision = rollout::select(*catalog, seen.facts);
+  const auto now = d_.time.now();
+  const auto iat = unix_seconds(now);
+
+  store::record_set set;
+  auto check_ev = event("check", device);
+  check_ev.at = now;
+  check_ev.data = {{"req", m.req}, {"model", m.model}, {"version", m.version_text}};
+  if (m.attrs) check_ev.data["attrs"] = *m.attrs;
+  set.events.push_back(std::move(check_ev));
+
+  store::device_record dev;
+  dev.id = device;
+  dev.model = m.model;
+  dev.version = m.version_text;
+  dev.has_attrs = m.attrs.has_value();
+  if (m.attrs) dev.attrs = *m.attrs;
+  dev.seen = now;
+  set.devices.push_back(std::move(dev));
+
+  for (const auto& rb : seen.rolled_back) {
+    const std::string why = "checked in with " + m.version_text + " after success on " + rb.version;
+    set.statuses.push_back(
+        store::status_record{device, rb.rollout, m.version_text, "rolled_back", std::nullopt, why,
+                             now});
+    set.rollout_devices.push_back(
+        store::rollout_device_record{rb.rollout, device, "rolled_back", now});
+    auto ev = event("status", device);
+    ev.rollout = rb.rollout;
+    ev.data = {{"state", "rolled_back"}, {"version", m.version_text}, {"derived", true},
+               {"error", why}};
+    set.events.push_back(std::move(ev));
+    spdlog::info("decision=rolled_back device={} rollout={} succeeded={} now={}", device,
+                 rb.rollout, rb.version, m.version_text);
+  }
+
+  nlohmann::ordered_json claims;
+  auto offer_ev = event("offer", device);
+  if (decision) {
+    claims = update_claims(device, m.version_text, m.nonce, iat, *decision, settings_, std::nullopt);
+    offer_ev.rollout = decision->chosen->id;
+    offer_ev.data = {{"req", m.req},
+                     {"update", true},
+                     {"version", decision->rel->version_text},
+                     {"from", m.version_text},
+                     {"downgrade", decision->downgrade}};
+    set.rollout_devices.push_back(
+        store::rollout_device_record{decision->chosen->id, device, "offered", now});
+  } else {
+    claims = no_update_claims(device, m.nonce, iat, settings_);
+    offer_ev.data = {{"req", m.req}, {"update", false}, {"from", m.version_text}};
+  }
+  set.events.push_back(std::move(offer_ev));
+
+  if (!d_.records.submit(std::move(set))) {
+    d_.counters.unavailable++;
+    return refuse(device, m.req,
+                  make_error(errc::unavailable,
+                             "the service cannot record events right now; check again later"),
+                  "check");
+  }
+
+  const std::string manifest = crypto::jws_sign(d_.signer, claims);
+  nlohmann::ordered_json answer;
+  answer["req"] = m.req;
+  answer["update"] = decision.has_value();
+  answer["manifest"] = manifest;
+  d_.out.publish(d_.topics.offer(device), answer.dump(), 1, false);
+
+  if (decision) {
+    d_.counters.offers++;
+    d_.devices.on_offer(device, decision->chosen->id, decision->rel->version_text);
+    spdlog::info("decision=offer device={} model={} from={} version={} rollout={} downgrade={}",
+                 device, m.model, m.version_text, decision->rel->version_text,
+                 decision->chosen->id, decision->downgrade);
+  } else {
+    d_.counters.up_to_date++;
+    spdlog::info("decision=up_to_date device={} model={} version={}", device, m.model,
+                 m.version_text);
+  }
+}
+
+void device_handler::on_status(const std::string& device, const nlohmann::json& obj) {
+  auto req = protocol::peek_string(obj, "req");
+  auto parsed = protocol::parse_status(obj);
+  if (!parsed) return refuse(device, req, parsed.error(), "status");
+  const protocol::status_msg& m = *parsed;
+
+  std::optional<std::int64_t> rollout_id;
+  if (m.rollout) {
+    std::int64_t id = 0;
+    try {
+      id = std::stoll(*m.rollout);
+    } catch (const std::exception&) {
+      id = 0;
+    }
+    auto catalog = d_.catalog.current();
+    bool known = false;
+    for (const auto& r : catalog->rollouts) known = known || r.id == id;
+    if (!known && !d_.devices.was_offered(device, id)) {
+      return refuse(device, m.req,
+                    make_error(errc::not_found, "rollout \"" + *m.rollout +
+                                                    "\" was never offered to this device"),
+                    "status");
+    }
+    rollout_id = id;
+  } else {
+    rollout_id = d_.devices.attribute(device, m.version);
+  }
+  d_.counters.statuses++;
+  const auto now = d_.time.now();
+  const std::string state(protocol::to_string(m.state));
+
+  store::record_set set;
+  auto ev = event("status", device);
+  ev.rollout = rollout_id;
+  ev.data = {{"state", state}, {"version", m.version_text}};
+  if (m.req) ev.data["req"] = *m.req;
+  if (m.progress) ev.data["progress"] = *m.progress;
+  if (m.error) ev.data["error"] = *m.error;
+  set.events.push_back(std::move(ev));
+  set.statuses.push_back(
+      store::status_record{device, rollout_id, m.version_text, state, m.progress, m.error, now});
+  if (rollout_id)
+    set.rollout_devices.push_back(store::rollout_device_record{*rollout_id, device, state, now});
+
+  // The registry is updated only once the records are queued, so memory never runs ahead.
+  if (!d_.records.submit(std::move(set))) {
+    d_.counters.unavailable++;
+    return refuse(device, m.req,
+                  make_error(errc::unavailable,
+                             "the service cannot record this report right now; send it again"),
+                  "status");
+  }
+  if (auto model = d_.devices.on_status(device, rollout_id, m)) {
+    store::record_set dev_set;
+    store::device_record dev;
+    dev.id = device;
+    dev.model = *model;
+    dev.version = m.version_text;
+    dev.seen = now;
+    dev_set.devices.push_back(std::move(dev));
+    if (!d_.records.submit(std::move(dev_set))) d_.counters.unavailable++;
+  }
+  spdlog::info("decision=status device={} state={} version={} rollout={}", device, state,
+               m.version_text, rollout_id ? std::to_string(*rollout_id) : "none");
+}
+
+void device_handler::on_chunk(const std::string& device, const nlohmann::json& obj) {
+  auto req = protocol::peek_string(obj, "req");
+  auto parsed = protocol::parse_chunk_request(obj);
+  if (!parsed) return refuse(device, req, parsed.error(), "chunk");
+  d_.counters.chunk_requests++;
+  // MQTT chunk delivery is the delivery issue's work; until then the answer is explicit.
+  refuse(device, parsed->req,
+         make_error(errc::unavailable, "chunk download is not available on this server yet"),
+         "chunk");
+}
+
+}  // namespace otter::service

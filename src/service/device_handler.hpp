@@ -1,0 +1,50 @@
+#pragma once
+// Answers the device topics: check -> signed offer, status -> recorded, anything bad -> error.
+// Runs on the MQTT callback thread: memory, signing and a queue push, never a database wait.
+#include <string>
+#include <string_view>
+
+#include "crypto/ec_key.hpp"
+#include "protocol/error.hpp"
+#include "protocol/messages.hpp"
+#include "protocol/topics.hpp"
+#include "service/clock.hpp"
+#include "service/device_registry.hpp"
+#include "service/manifest.hpp"
+#include "service/metrics.hpp"
+#include "service/ports.hpp"
+
+namespace otter::service {
+
+struct device_handler_deps {
+  const protocol::topics& topics;
+  const crypto::ec_key& signer;
+  const catalog_source& catalog;
+  device_registry& devices;
+  recorder& records;
+  outbox& out;
+  const clock& time;
+  metrics& counters;
+};
+
+class device_handler {
+ public:
+  device_handler(device_handler_deps deps, manifest_settings settings, std::string instance);
+
+  void handle(const protocol::parsed_topic& topic, std::string_view payload);
+
+ private:
+  void on_check(const std::string& device, const nlohmann::json& obj);
+  void on_status(const std::string& device, const nlohmann::json& obj);
+  void on_chunk(const std::string& device, const nlohmann::json& obj);
+  // Answers on R/dev/D/down/error and records an "error" event.
+  void refuse(const std::string& device, const std::optional<std::string>& req, const error& err,
+              std::string_view what);
+  store::event_record event(std::string kind, const std::string& device) const;
+
+  device_handler_deps d_;
+  manifest_settings settings_;
+  std::string instance_;
+};
+
+}  // namespace otter::service

@@ -1,0 +1,104 @@
+#include "service/device_registry.hpp"
+
+#include <algorithm>
+
+namespace otter::service {
+
+void device_registry::load(const std::vector<store::device_state>& devices) {
+  std::lock_guard lock(mu_);
+  devices_.clear();
+  for (const auto& d : devices) {
+    entry e;
+    e.model = d.model;
+    e.version_text = d.version;
+    if (d.attrs.is_object())
+      for (const auto& [k, v] : d.attrs.items())
+        if (v.is_string()) e.attrs[k] = v.get<std::string>();
+    for (const auto& r : d.rollouts)
+      e.links.push_back(link{r.rollout, r.version, protocol::parse_semver(r.version), r.state,
+                             ++seq_});
+    devices_[d.id] = std::move(e);
+  }
+}
+
+device_registry::link* device_registry::find_link(entry& e, std::int64_t rollout) {
+  for (auto& l : e.links)
+    if (l.rollout == rollout) return &l;
+  return nullptr;
+}
+
+device_registry::check_result device_registry::on_check(const std::string& id,
+                                                        const protocol::check_msg& m) {
+  std::lock_guard lock(mu_);
+  check_result out;
+  auto [it, inserted] = devices_.try_emplace(id);
+  entry& e = it->second;
+  out.is_new = inserted;
+  e.model = m.model;
+  e.version_text = m.version_text;
+  if (m.attrs) e.attrs = *m.attrs;
+  for (auto& l : e.links) {
+    if (l.state == "success" && l.version && m.version < *l.version) {
+      l.state = "rolled_back";
+      out.rolled_back.push_back({l.rollout, l.version_text});
+    }
+  }
+  out.facts = rollout::device_facts{id, m.model, m.version, e.attrs};
+  return out;
+}
+
+void device_registry::on_offer(const std::string& id, std::int64_t rollout,
+                               const std::string& version_text) {
+  std::lock_guard lock(mu_);
+  entry& e = devices_[id];
+  if (link* l = find_link(e, rollout)) {
+    l->offer_seq = ++seq_;
+    return;
+  }
+  e.links.push_back(link{rollout, version_text, protocol::parse_semver(version_text), "offered",
+                         ++seq_});
+}
+
+std::optional<std::int64_t> device_registry::attribute(const std::string& id,
+                                                       const protocol::semver& version) const {
+  std::lock_guard lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end()) return std::nullopt;
+  const link* best = nullptr;
+  for (const auto& l : it->second.links)
+    if (l.version && *l.version == version && (!best || l.offer_seq > best->offer_seq)) best = &l;
+  if (!best) return std::nullopt;
+  return best->rollout;
+}
+
+bool device_registry::was_offered(const std::string& id, std::int64_t rollout) const {
+  std::lock_guard lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end()) return false;
+  return std::any_of(it->second.links.begin(), it->second.links.end(),
+                     [&](const link& l) { return l.rollout == rollout; });
+}
+
+std::optional<std::string> device_registry::on_status(const std::string& id, std::optional<std::int64_t> rollout,
+                                const protocol::status_msg& m) {
+  std::lock_guard lock(mu_);
+  entry& e = devices_[id];  // a report may precede the first check; the check fills the rest
+  if (rollout) {
+    if (link* l = find_link(e, *rollout)) {
+      l->state = std::string(protocol::to_string(m.state));
+    } else {
+      e.links.push_back(link{*rollout, m.version_text, m.version,
+                             std::string(protocol::to_string(m.state)), 0});
+    }
+  }
+  if (m.state != protocol::status_state::success || e.model.empty()) return std::nullopt;
+  e.version_text = m.version_text;
+  return e.model;
+}
+
+std::size_t device_registry::size() const {
+  std::lock_guard lock(mu_);
+  return devices_.size();
+}
+
+}  // namespace otter::service

@@ -1,0 +1,69 @@
+#pragma once
+// What the service knows of each device, in memory, so a check never waits on PostgreSQL.
+// Loaded once at start-up; kept current by the messages this instance handles.
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "protocol/messages.hpp"
+#include "protocol/semver.hpp"
+#include "rollout/catalog.hpp"
+#include "store/repository.hpp"
+
+namespace otter::service {
+
+class device_registry {
+ public:
+  struct rollback {
+    std::int64_t rollout = 0;
+    std::string version;  // the version that had succeeded
+  };
+  struct check_result {
+    rollout::device_facts facts;
+    bool is_new = false;
+    std::vector<rollback> rolled_back;  // successes this check contradicts
+  };
+
+  void load(const std::vector<store::device_state>& devices);
+
+  // Records the device's model, version and (when sent) attributes; attributes not sent are
+  // taken from what was stored.
+  check_result on_check(const std::string& id, const protocol::check_msg& m);
+  void on_offer(const std::string& id, std::int64_t rollout, const std::string& version_text);
+  // The rollout a status without "rollout" belongs to: the latest offer made for that version.
+  std::optional<std::int64_t> attribute(const std::string& id,
+                                        const protocol::semver& version) const;
+  // Whether this device was ever offered that rollout (known for cancelled rollouts too).
+  bool was_offered(const std::string& id, std::int64_t rollout) const;
+  // For a success report from a known device: its model, so the caller records the new
+  // version. nullopt otherwise (an unknown device's model is not known yet).
+  std::optional<std::string> on_status(const std::string& id, std::optional<std::int64_t> rollout,
+                 const protocol::status_msg& m);
+
+  std::size_t size() const;
+
+ private:
+  struct link {
+    std::int64_t rollout = 0;
+    std::string version_text;
+    std::optional<protocol::semver> version;
+    std::string state;  // offered or a status state
+    std::uint64_t offer_seq = 0;
+  };
+  struct entry {
+    std::string model;
+    std::string version_text;
+    protocol::attr_map attrs;
+    std::vector<link> links;
+  };
+  link* find_link(entry& e, std::int64_t rollout);
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, entry> devices_;
+  std::uint64_t seq_ = 0;
+};
+
+}  // namespace otter::service

@@ -1,0 +1,246 @@
+#include "service/service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <thread>
+
+#include "mqtt/client.hpp"
+#include "protocol/topics.hpp"
+#include "service/admin_handler.hpp"
+#include "service/clock.hpp"
+#include "service/device_handler.hpp"
+#include "service/device_registry.hpp"
+#include "service/image_store.hpp"
+#include "service/metrics.hpp"
+#include "service/ports.hpp"
+#include "store/listener.hpp"
+#include "store/repository.hpp"
+#include "store/writer.hpp"
+
+namespace otter::service {
+namespace {
+
+using namespace std::chrono_literals;
+
+class mqtt_outbox final : public outbox {
+ public:
+  explicit mqtt_outbox(mqtt::client& c) : client_(c) {}
+  void publish(const std::string& topic, std::string_view payload, int qos,
+               bool retained) override {
+    auto r = client_.publish(topic, payload, qos, retained);
+    if (!r) {
+      failures_++;
+      spdlog::warn("decision=publish_failed topic={} reason=\"{}\"", topic, r.error().message);
+    }
+  }
+  std::atomic<std::uint64_t> failures_{0};
+
+ private:
+  mqtt::client& client_;
+};
+
+class writer_recorder final : public recorder {
+ public:
+  explicit writer_recorder(store::writer& w) : writer_(w) {}
+  bool submit(store::record_set&& set) override { return writer_.submit(std::move(set)); }
+
+ private:
+  store::writer& writer_;
+};
+
+std::string with_share(const std::string& group, const std::string& filter) {
+  return group.empty() ? filter : "$share/" + group + "/" + filter;
+}
+
+}  // namespace
+
+struct service::impl {
+  config::settings cfg;
+  crypto::ec_key key;
+  protocol::topics topics;
+  system_clock time;
+  metrics counters;
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+
+  store::repository repo;          // commands (admin thread)
+  store::repository catalog_repo;  // catalog reloads (any thread, serialised below)
+  std::mutex reload_mu;
+  catalog_source catalog;
+  device_registry devices;
+  image_store images;
+
+  std::unique_ptr<mqtt::client> client;
+  std::unique_ptr<mqtt_outbox> out;
+  std::unique_ptr<store::writer> writer;
+  std::unique_ptr<writer_recorder> records;
+  std::unique_ptr<store::listener> listener;
+  std::unique_ptr<device_handler> devices_handler;
+  std::unique_ptr<admin_handler> admin;
+  std::atomic<bool> accepting{false};
+
+  impl(config::settings s, crypto::ec_key k)
+      : cfg(std::move(s)),
+        key(std::move(k)),
+        topics(cfg.topic_root),
+        repo(cfg.db_url),
+        catalog_repo(cfg.db_url),
+        images(cfg.data_dir) {}
+
+  void reload_catalog() {
+    std::lock_guard lock(reload_mu);
+    try {
+      auto next = std::make_shared<rollout::catalog>(catalog_repo.load_catalog());
+      spdlog::info("decision=catalog_reload releases={} rollouts={}", next->releases.size(),
+                   next->rollouts.size());
+      catalog.replace(std::move(next));
+    } catch (const std::exception& e) {
+      // Checks go on being answered from the catalog we have.
+      spdlog::warn("decision=catalog_reload_failed reason=\"{}\"", e.what());
+    }
+  }
+
+  nlohmann::json metrics_json() {
+    auto j = counters.to_json();
+    const auto ws = writer->stats();
+    j["instance"] = cfg.instance;
+    j["uptime_s"] =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
+            .count();
+    j["devices"] = devices.size();
+    j["queue"] = ws.queued;
+    j["queue_limit"] = writer->queue_limit();
+    j["records_written"] = ws.written;
+    j["records_rejected"] = ws.rejected;
+    j["records_dropped"] = ws.dropped;
+    j["db_connected"] = ws.connected;
+    j["mqtt_connected"] = client && client->connected();
+    j["publish_failures"] = out ? out->failures_.load() : 0;
+    return j;
+  }
+
+  void on_message(const mqtt::message& m) {
+    if (!accepting.load()) return;
+    try {
+      auto t = topics.parse(m.topic);
+      if (!t) return;  // not ours (our own answers, other roots)
+      switch (t->kind) {
+        case protocol::topic_kind::admin_request:
+        case protocol::topic_kind::admin_upload:
+          admin->submit(*t, m.payload);
+          break;
+        default:
+          devices_handler->handle(*t, m.payload);
+      }
+    } catch (const std::exception& e) {
+      // The edge: one bad message must never take the service down.
+      spdlog::error("decision=message_failed topic={} error=\"{}\"", m.topic, e.what());
+    }
+  }
+
+  bool open_database(const std::atomic<bool>& stop) {
+    auto delay = 250ms;
+    while (!stop.load()) {
+      try {
+        repo.open();
+        return true;
+      } catch (const std::exception& e) {
+        spdlog::warn("decision=wait_for_database reason=\"{}\" retry_in_ms={}", e.what(),
+                     delay.count());
+      }
+      for (auto waited = 0ms; waited < delay && !stop.load(); waited += 50ms)
+        std::this_thread::sleep_for(50ms);
+      delay = std::min(delay * 2, std::chrono::milliseconds(5000));
+    }
+    return false;
+  }
+
+  int run(const std::atomic<bool>& stop) {
+    images.open();
+    if (!open_database(stop)) return 0;
+    devices.load(repo.load_devices());
+    reload_catalog();
+    spdlog::info("decision=loaded devices={}", devices.size());
+
+    mqtt::client_options o;
+    o.server_uri = cfg.mqtt_url;
+    o.client_id = cfg.mqtt_client_id;
+    o.username = cfg.mqtt_user;
+    o.password = cfg.mqtt_password;
+    o.will = mqtt::message{topics.service_state(cfg.instance), "offline", 1, true, {}, {}};
+    client = std::make_unique<mqtt::client>(o);
+    out = std::make_unique<mqtt_outbox>(*client);
+
+    writer = std::make_unique<store::writer>(
+        cfg.db_url, cfg.queue_limit, [this](const std::vector<store::event_record>& evs) {
+          for (const auto& e : evs) out->publish(topics.event(e.kind), e.to_json().dump(), 0, false);
+        });
+    records = std::make_unique<writer_recorder>(*writer);
+    writer->start();
+    listener = std::make_unique<store::listener>(cfg.db_url, [this] { reload_catalog(); });
+    listener->start();
+
+    manifest_settings ms{cfg.manifest_ttl, cfg.retry, cfg.chunk_max, cfg.chunk_window};
+    devices_handler = std::make_unique<device_handler>(
+        device_handler_deps{topics, key, catalog, devices, *records, *out, time, counters}, ms,
+        cfg.instance);
+    admin_settings as;
+    as.operators = cfg.operators;
+    as.max_upload = cfg.max_upload;
+    as.instance = cfg.instance;
+    admin = std::make_unique<admin_handler>(
+        admin_handler_deps{topics, repo, images, *records, *out, time, counters,
+                           [this] { reload_catalog(); },
+                           [this] { writer->flush(5s); },
+                           [this] { return metrics_json(); }},
+        as);
+    admin->start();
+
+    client->on_message([this](const mqtt::message& m) { on_message(m); });
+    client->on_state([this](bool up) {
+      spdlog::info("decision=mqtt_{} broker={}", up ? "connected" : "disconnected", cfg.mqtt_url);
+      if (up) out->publish(topics.service_state(cfg.instance), "online", 1, true);
+    });
+    // Not connected yet: these are remembered and made on every (re)connect.
+    for (const auto& f : {topics.device_up_filter(), topics.admin_req_filter(),
+                          topics.admin_upload_filter()}) {
+      if (auto r = client->subscribe(with_share(cfg.share_group, f), 1); !r)
+        throw std::runtime_error("cannot subscribe to " + f + ": " + r.error().message);
+    }
+    accepting = true;
+    client->start_connect();
+    spdlog::info("decision=serving root={} instance={} kid={}", topics.root(), cfg.instance,
+                 key.kid());
+
+    auto next_metrics = std::chrono::steady_clock::now();
+    while (!stop.load()) {
+      if (std::chrono::steady_clock::now() >= next_metrics) {
+        if (client->connected()) out->publish(topics.metrics(), metrics_json().dump(), 1, true);
+        next_metrics += 5s;
+      }
+      std::this_thread::sleep_for(50ms);
+    }
+
+    spdlog::info("decision=shutdown stage=drain");
+    accepting = false;
+    admin->stop();
+    const auto left = writer->stop(30s);
+    if (left > 0)
+      spdlog::error("decision=shutdown records_unwritten={} reason=\"database unavailable\"", left);
+    listener->stop();
+    out->publish(topics.service_state(cfg.instance), "offline", 1, true);
+    client->disconnect(5s);
+    spdlog::info("decision=shutdown stage=done");
+    return left > 0 ? 1 : 0;
+  }
+};
+
+service::service(config::settings settings, crypto::ec_key signing_key)
+    : impl_(std::make_unique<impl>(std::move(settings), std::move(signing_key))) {}
+
+service::~service() = default;
+
+int service::run(const std::atomic<bool>& stop) { return impl_->run(stop); }
+
+}  // namespace otter::service

@@ -1,0 +1,74 @@
+#pragma once
+// What the hot path hands to the batched writer: plain values, no database types.
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace otter::store {
+
+using time_point = std::chrono::system_clock::time_point;
+
+struct event_record {
+  std::int64_t id = 0;  // assigned by the writer (from the events sequence) when written
+  time_point at;
+  std::string kind;  // check, offer, status, chunk, error, command, upload, ...
+  std::optional<std::string> device;
+  std::optional<std::string> actor;
+  std::optional<std::int64_t> rollout;
+  std::string instance;
+  nlohmann::json data = nlohmann::json::object();
+
+  // The wire form of PROTOCOL.md: id (number), at (RFC 3339), kind, device, actor, rollout
+  // (string or null), data.
+  nlohmann::json to_json() const;
+};
+
+// Upsert: first_seen keeps the earliest, last_seen/model/version take the latest; attrs are
+// replaced only when has_attrs.
+struct device_record {
+  std::string id;
+  std::string model;
+  std::string version;
+  bool has_attrs = false;
+  nlohmann::json attrs = nlohmann::json::object();
+  time_point seen;
+};
+
+struct status_record {
+  std::string device;
+  std::optional<std::int64_t> rollout;
+  std::string version;
+  std::string state;
+  std::optional<int> progress;
+  std::optional<std::string> error;
+  time_point at;
+};
+
+// Upsert of (rollout, device): state is "offered" or a status state. An "offered" record
+// never overwrites a later status state; it sets offered_at if unset.
+struct rollout_device_record {
+  std::int64_t rollout = 0;
+  std::string device;
+  std::string state;
+  time_point at;
+};
+
+// Everything one incoming message causes, written together or not at all.
+struct record_set {
+  std::vector<event_record> events;
+  std::vector<device_record> devices;
+  std::vector<status_record> statuses;
+  std::vector<rollout_device_record> rollout_devices;
+
+  std::size_t size() const noexcept {
+    return events.size() + devices.size() + statuses.size() + rollout_devices.size();
+  }
+};
+
+// RFC 3339 UTC with milliseconds, e.g. "2026-11-27T21:00:07.123Z".
+std::string to_rfc3339(time_point t);
+
+}  // namespace otter::store

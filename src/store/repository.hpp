@@ -1,0 +1,108 @@
+#pragma once
+// Synchronous PostgreSQL access for operator commands and start-up loads. Never used on the
+// device hot path. SQL lives as named constants in repository.cpp.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "protocol/commands.hpp"
+#include "protocol/error.hpp"
+#include "rollout/catalog.hpp"
+#include "store/records.hpp"
+
+namespace pqxx {
+// libpqxx 6.x: connection is an alias of a template, so a plain `class connection;` would clash
+// with <pqxx/connection>; declare it the way libpqxx does.
+class connect_direct;
+template <typename CONNECTPOLICY>
+class basic_connection_base;
+using connection = basic_connection_base<connect_direct>;
+}  // namespace pqxx
+
+namespace otter::store {
+
+namespace detail {
+struct session;  // store/pg_util.hpp
+}
+
+// A device as the service keeps it in memory.
+struct device_state {
+  std::string id;
+  std::string model;
+  std::string version;
+  nlohmann::json attrs = nlohmann::json::object();
+  struct rollout_entry {
+    std::int64_t rollout = 0;
+    std::string version;  // the rollout's release version text
+    std::string state;    // offered or a status state
+  };
+  std::vector<rollout_entry> rollouts;
+};
+
+struct page {
+  nlohmann::json items = nlohmann::json::array();
+  std::optional<std::string> next;  // cursor for the next page
+  nlohmann::json to_json() const;   // {"items": [...], "next": "…" | null}
+};
+
+// Wire shapes (PROTOCOL.md): release {model, version, sha256, size, min_version, notes, signed,
+// created_at}; rollout {id (string), name, model, version, target, state, allow_downgrade,
+// created_by, created_at} (+ reason, updated_at); device {id, model, version, attrs, first_seen,
+// last_seen}; status report {device, rollout, version, state, progress, error, at};
+// event {id, at, kind, device, actor, rollout, data}. Absent optionals are JSON null.
+class repository {
+ public:
+  explicit repository(std::string db_url);
+  ~repository();
+
+  // Connects (if needed) and applies migrations. Throws on failure.
+  void open();
+
+  // Errors: unavailable (PostgreSQL unreachable; the connection is retried next call),
+  // not_found, conflict, bad_request, internal.
+  result<nlohmann::json> add_upload(const std::string& sha256, std::uint64_t size,
+                                    const std::string& actor);  // idempotent: {sha256, size}
+  result<bool> upload_exists(const std::string& sha256, std::uint64_t* size_out);
+  // conflict if (model, canonical version) exists; not_found if the upload is unknown.
+  result<nlohmann::json> add_release(const protocol::release_add_args& a, std::uint64_t size,
+                                     const std::string& actor);
+  result<nlohmann::json> get_release(const std::string& model, const protocol::semver& version);
+  result<page> list_releases(const protocol::release_list_args& a);
+
+  // not_found if the release does not exist.
+  result<nlohmann::json> create_rollout(const protocol::rollout_create_args& a,
+                                        const std::string& actor);
+  result<nlohmann::json> get_rollout(std::int64_t id, bool with_counts);
+  result<page> list_rollouts(const protocol::rollout_list_args& a);
+  // Widen a percent rollout: bad_request if not percent or lower than now; conflict if
+  // cancelled.
+  result<nlohmann::json> update_rollout_percent(std::int64_t id, std::uint32_t basis_points,
+                                                const std::string& actor);
+  // new_state paused/active/cancelled: conflict from cancelled; idempotent otherwise.
+  result<nlohmann::json> set_rollout_state(std::int64_t id, protocol::rollout_state new_state,
+                                           const std::optional<std::string>& reason,
+                                           const std::string& actor);
+
+  result<page> list_devices(const protocol::device_list_args& a);
+  result<nlohmann::json> get_device(const std::string& id);
+  result<page> list_status(const protocol::status_list_args& a);
+  result<page> list_events(const protocol::events_list_args& a);
+
+  // Start-up and refresh loads.
+  rollout::catalog load_catalog();  // throws on failure
+  std::vector<device_state> load_devices();
+
+ private:
+  template <class F>
+  auto with_connection(F&& f) -> decltype(f(std::declval<pqxx::connection&>()));
+  std::string db_url_;
+  std::mutex mu_;
+  std::unique_ptr<detail::session> session_;  // the connection; reset when it breaks
+};
+
+}  // namespace otter::store

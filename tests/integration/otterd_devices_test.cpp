@@ -1,0 +1,247 @@
+// otterd end to end on the real broker and database: devices check in and report.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "rollout/bucket.hpp"
+#include "support/harness.hpp"
+
+namespace otter::test {
+namespace {
+
+const std::string kModel = "esp32-devkitc";
+
+class devices_test : public otter_fixture {};
+
+TEST_F(devices_test, up_to_date_answer_is_signed_with_exactly_the_no_update_claims) {
+  device d(env_, *topics_, "dev-a");
+  d.connect_started();
+  auto o = d.check(*pub_, kModel, "1.0.0");
+  ASSERT_TRUE(o) << d.last_error.dump();
+  EXPECT_TRUE(o->signature_ok);
+  EXPECT_EQ(o->answer["update"], false);
+  EXPECT_EQ(o->header["alg"], "ES256");
+  EXPECT_EQ(o->header["typ"], "otter-manifest");
+  EXPECT_EQ(o->header["kid"], key_->kid());
+  std::set<std::string> keys;
+  for (const auto& [k, v] : o->claims.items()) keys.insert(k);
+  EXPECT_EQ(keys, (std::set<std::string>{"sub", "nonce", "iat", "exp", "update", "retry_s"}));
+  EXPECT_EQ(o->claims["sub"], "dev-a");
+  EXPECT_EQ(o->claims["exp"].get<long long>() - o->claims["iat"].get<long long>(), 3600);
+}
+
+TEST_F(devices_test, offer_carries_the_protocol_claims) {
+  const std::string image(3000, 'x');
+  auto rel = add_release(kModel, "1.1.0", image);
+  const auto rid = create_rollout(kModel, "1.1.0", {{"type", "all"}});
+  device d(env_, *topics_, "dev-b");
+  d.connect_started();
+  auto o = d.check(*pub_, kModel, "1.0.0");
+  ASSERT_TRUE(o) << d.last_error.dump();
+  ASSERT_TRUE(o->signature_ok);
+  EXPECT_EQ(o->answer["update"], true);
+  const auto& c = o->claims;
+  EXPECT_EQ(c["sub"], "dev-b");
+  EXPECT_EQ(c["update"], true);
+  EXPECT_EQ(c["model"], kModel);
+  EXPECT_EQ(c["version"], "1.1.0");
+  EXPECT_EQ(c["from"], "1.0.0");
+  EXPECT_EQ(c["size"], 3000);
+  EXPECT_EQ(c["sha256"], rel["sha256"]);
+  EXPECT_EQ(c["rollout"], rid);
+  EXPECT_EQ(c["chunk"]["file"], rel["sha256"].get<std::string>().substr(0, 16));
+  EXPECT_EQ(c["chunk"]["max"], 4096);
+  EXPECT_EQ(c["chunk"]["window"], 16);
+  EXPECT_FALSE(c.contains("downgrade"));
+  // The device now runs it: nothing more to offer.
+  auto again = d.check(*pub_, kModel, "1.1.0");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->answer["update"], false);
+}
+
+TEST_F(devices_test, canary_set_equals_the_buckets_and_widening_keeps_every_device) {
+  add_release(kModel, "2.0.0", std::string(100, 'a'));
+  const auto rid = create_rollout(kModel, "2.0.0", {{"type", "percent"}, {"percent", 30}});
+  std::vector<std::unique_ptr<device>> fleet;
+  for (int i = 0; i < 200; ++i)
+    fleet.push_back(std::make_unique<device>(env_, *topics_, "cn-" + std::to_string(i)));
+  for (auto& d : fleet) d->connect_started();
+
+  auto offered_at = [&](std::uint32_t bp) {
+    std::set<std::string> offered, expected;
+    for (auto& d : fleet) {
+      auto o = d->check(*pub_, kModel, "1.0.0");
+      EXPECT_TRUE(o && o->signature_ok) << d->id();
+      if (o && o->answer["update"] == true) offered.insert(d->id());
+      if (rollout::bucket(rid, d->id()) < bp) expected.insert(d->id());
+    }
+    EXPECT_EQ(offered, expected);
+    return offered;
+  };
+  auto at30 = offered_at(3000);
+  EXPECT_GT(at30.size(), 30u);
+  EXPECT_LT(at30.size(), 90u);
+
+  auto w = admin_->cmd("rollout.update", {{"id", rid}, {"percent", 60}});
+  ASSERT_EQ(w["ok"], true) << w.dump();
+  auto at60 = offered_at(6000);
+  for (const auto& id : at30) EXPECT_TRUE(at60.count(id)) << id << " left the canary";
+  EXPECT_GT(at60.size(), at30.size());
+
+  auto narrow = admin_->cmd("rollout.update", {{"id", rid}, {"percent", 10}});
+  EXPECT_EQ(narrow["ok"], false);
+  EXPECT_EQ(narrow["error"]["code"], "bad_request");
+  auto got = admin_->cmd("rollout.get", {{"id", rid}});
+  EXPECT_EQ(got["result"]["counts"]["offered"], at60.size()) << got.dump();
+}
+
+TEST_F(devices_test, pause_resume_and_cancel_take_effect_for_the_next_check) {
+  add_release(kModel, "1.2.0", "image");
+  const auto rid = create_rollout(kModel, "1.2.0", {{"type", "all"}});
+  device d(env_, *topics_, "dev-p");
+  d.connect_started();
+  EXPECT_EQ(d.check(*pub_, kModel, "1.0.0")->answer["update"], true);
+  ASSERT_EQ(admin_->cmd("rollout.pause", {{"id", rid}, {"reason", "bad batch"}})["ok"], true);
+  EXPECT_EQ(d.check(*pub_, kModel, "1.0.0")->answer["update"], false);
+  ASSERT_EQ(admin_->cmd("rollout.resume", {{"id", rid}})["ok"], true);
+  EXPECT_EQ(d.check(*pub_, kModel, "1.0.0")->answer["update"], true);
+  auto c = admin_->cmd("rollout.cancel", {{"id", rid}});
+  ASSERT_EQ(c["ok"], true);
+  EXPECT_EQ(c["result"]["state"], "cancelled");
+  EXPECT_EQ(d.check(*pub_, kModel, "1.0.0")->answer["update"], false);
+  auto resume = admin_->cmd("rollout.resume", {{"id", rid}});
+  EXPECT_EQ(resume["error"]["code"], "conflict");
+}
+
+TEST_F(devices_test, min_version_prerelease_and_highest_version_rules) {
+  add_release(kModel, "1.1.0-rc.1", "rc1");
+  add_release(kModel, "1.1.0", "final", {{"min_version", "1.0.5"}});
+  create_rollout(kModel, "1.1.0-rc.1", {{"type", "all"}});
+  create_rollout(kModel, "1.1.0", {{"type", "all"}});
+  device d(env_, *topics_, "dev-m");
+  d.connect_started();
+  // 1.0.0 is below min_version of 1.1.0: only the release candidate is allowed.
+  EXPECT_EQ(d.check(*pub_, kModel, "1.0.0")->claims["version"], "1.1.0-rc.1");
+  // 1.0.5 may take 1.1.0, the highest.
+  EXPECT_EQ(d.check(*pub_, kModel, "1.0.5")->claims["version"], "1.1.0");
+  // A device on the release candidate moves on to the final release.
+  EXPECT_EQ(d.check(*pub_, kModel, "1.1.0-rc.1")->claims["version"], "1.1.0");
+  // Other models never see these.
+  EXPECT_EQ(d.check(*pub_, "esp8266-other", "0.1.0")->answer["update"], false);
+}
+
+TEST_F(devices_test, downgrade_only_when_the_rollout_allows_it) {
+  add_release(kModel, "1.0.0", "old");
+  create_rollout(kModel, "1.0.0", {{"type", "all"}});
+  device d(env_, *topics_, "dev-d");
+  d.connect_started();
+  EXPECT_EQ(d.check(*pub_, kModel, "1.5.0")->answer["update"], false);
+  create_rollout(kModel, "1.0.0", {{"type", "devices"}, {"ids", {"dev-d"}}}, true);
+  auto o = d.check(*pub_, kModel, "1.5.0");
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->answer["update"], true);
+  EXPECT_EQ(o->claims["version"], "1.0.0");
+  EXPECT_EQ(o->claims["downgrade"], true);
+  EXPECT_EQ(o->claims["from"], "1.5.0");
+}
+
+TEST_F(devices_test, group_and_device_list_targets) {
+  add_release(kModel, "3.0.0", "g");
+  create_rollout(kModel, "3.0.0", {{"type", "group"}, {"attrs", {{"site", "north"}}}});
+  device a(env_, *topics_, "grp-a");
+  device b(env_, *topics_, "grp-b");
+  a.connect_started();
+  b.connect_started();
+  EXPECT_EQ(a.check(*pub_, kModel, "1.0.0", {{"site", "north"}})->answer["update"], true);
+  EXPECT_EQ(b.check(*pub_, kModel, "1.0.0", {{"site", "south"}})->answer["update"], false);
+  // Attributes are remembered when a later check does not send them.
+  EXPECT_EQ(a.check(*pub_, kModel, "1.0.0")->answer["update"], true);
+}
+
+TEST_F(devices_test, status_reports_are_recorded_attributed_and_counted) {
+  add_release(kModel, "1.1.0", "payload");
+  const auto rid = create_rollout(kModel, "1.1.0", {{"type", "all"}});
+  device d(env_, *topics_, "dev-s");
+  d.connect_started();
+  ASSERT_EQ(d.check(*pub_, kModel, "1.0.0")->answer["update"], true);
+  d.status({{"req", "s-1"}, {"version", "1.1.0"}, {"state", "downloading"}, {"progress", 50},
+            {"rollout", rid}});
+  d.status({{"req", "s-2"}, {"version", "1.1.0"}, {"state", "installing"}});  // no rollout
+  d.status({{"req", "s-3"}, {"version", "1.1.0"}, {"state", "success"}, {"rollout", rid}});
+  std::this_thread::sleep_for(300ms);
+  auto list = admin_->cmd("status.list", {{"device", "dev-s"}});
+  ASSERT_EQ(list["ok"], true) << list.dump();
+  const auto& items = list["result"]["items"];
+  ASSERT_EQ(items.size(), 3u) << list.dump();
+  EXPECT_EQ(items[0]["state"], "success");  // newest first
+  EXPECT_EQ(items[1]["state"], "installing");
+  EXPECT_EQ(items[1]["rollout"], rid);  // attributed to the latest offer of that version
+  EXPECT_EQ(items[2]["progress"], 50);
+  auto dev = admin_->cmd("device.get", {{"id", "dev-s"}});
+  EXPECT_EQ(dev["result"]["version"], "1.1.0");
+  auto counts = admin_->cmd("rollout.get", {{"id", rid}})["result"]["counts"];
+  EXPECT_EQ(counts["success"], 1);
+  EXPECT_EQ(counts["offered"], 1);
+  // Back on the old version after success: counted rolled_back.
+  ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+  counts = admin_->cmd("rollout.get", {{"id", rid}})["result"]["counts"];
+  EXPECT_EQ(counts["rolled_back"], 1) << counts.dump();
+  EXPECT_EQ(counts["success"], 0);
+}
+
+TEST_F(devices_test, events_are_published_and_listed_newest_first) {
+  peer watcher(env_.mqtt_url, "watch-" + random_hex(3), "admin1", env_.operator_password);
+  watcher.subscribe("ota/v1/events/#");
+  watcher.start_connect();
+  watcher.wait_connected();
+  device d(env_, *topics_, "dev-e");
+  d.connect_started();
+  ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+  auto ev = watcher.wait("ota/v1/events/check");
+  ASSERT_TRUE(ev);
+  auto j = nlohmann::json::parse(ev->payload);
+  EXPECT_EQ(j["device"], "dev-e");
+  EXPECT_EQ(j["kind"], "check");
+  auto list = admin_->cmd("events.list", {{"device", "dev-e"}});
+  ASSERT_EQ(list["ok"], true);
+  ASSERT_GE(list["result"]["items"].size(), 2u);
+  EXPECT_EQ(list["result"]["items"][0]["kind"], "offer");
+  EXPECT_EQ(list["result"]["items"][1]["kind"], "check");
+}
+
+TEST_F(devices_test, a_restart_keeps_every_record) {
+  add_release(kModel, "1.1.0", "restart");
+  create_rollout(kModel, "1.1.0", {{"type", "all"}});
+  {
+    device d(env_, *topics_, "dev-r");
+    d.connect_started();
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+    d.status({{"version", "1.1.0"}, {"state", "success"}});
+  }
+  auto count_events = [&] {
+    std::size_t n = 0;
+    nlohmann::json args = {{"device", "dev-r"}, {"limit", 10}};
+    for (;;) {
+      auto page = admin_->cmd("events.list", args)["result"];
+      n += page["items"].size();
+      if (page["next"].is_null()) break;
+      args["after"] = page["next"];
+    }
+    return n;
+  };
+  std::this_thread::sleep_for(200ms);
+  const auto before = count_events();
+  EXPECT_EQ(before, 41u);  // 20 checks, 20 offers, 1 status
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd();
+  admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+  EXPECT_EQ(count_events(), before);
+  auto dev = admin_->cmd("device.get", {{"id", "dev-r"}});
+  EXPECT_EQ(dev["result"]["version"], "1.1.0");
+  auto rel = admin_->cmd("release.get", {{"model", kModel}, {"version", "1.1.0"}});
+  EXPECT_EQ(rel["ok"], true);
+}
+
+}  // namespace
+}  // namespace otter::test
