@@ -334,6 +334,7 @@ struct client::impl {
     }
     std::lock_guard lock(mu);
     window = w;
+    spdlog::info("DEBUG window {}", w);
   }
 
   // A QoS 1/2 publish of connection `gen` was acknowledged (or failed): its slot is free.
@@ -341,6 +342,8 @@ struct client::impl {
     callback_scope scope;
     {
       std::lock_guard lock(mu);
+      static std::size_t dbg = 0;
+      if (++dbg % 100 == 0) spdlog::info("DEBUG delivered {} in_window {} backlog {} gen {}/{}", dbg, in_window, backlog.size(), gen, generation);
       if (gen != generation) return;
       if (in_window > 0) --in_window;
       if (in_window == 0 && backlog.empty()) cv.notify_all();  // disconnect() may be waiting

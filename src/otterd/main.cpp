@@ -3,6 +3,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -23,7 +25,7 @@ extern "C" void on_signal(int) { g_stop.store(true); }
 
 constexpr const char* kUsage = R"(otterd: the otter over-the-air update service.
 
-Usage:
+Commands:
   otterd [OPTIONS]                 serve devices and operators over MQTT
   otterd keygen --out FILE         write a new P-256 signing key (mode 0600); print its public key
   otterd --help | --version
@@ -138,6 +140,13 @@ int main(int argc, char** argv) {
     std::cerr << "otterd: OTTER_SIGNING_KEY (--signing-key): " << key.error().message
               << "\n(make a key with: otterd keygen --out otter-signing.pem)\n";
     return 2;
+  }
+  if (cfg->signing_key.rfind("-----BEGIN", 0) != 0) {
+    struct stat st {};
+    if (::stat(cfg->signing_key.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
+      spdlog::warn("config: the signing key {} is readable by other users (mode {:o}); "
+                   "run: chmod 600 {}",
+                   cfg->signing_key, st.st_mode & 0777, cfg->signing_key);
   }
   spdlog::info("otterd starting\n{}", otter::config::describe(*cfg));
 

@@ -46,7 +46,7 @@ std::optional<parsed_topic> topics::parse(std::string_view topic) const {
   const auto levels = split_levels(topic.substr(root_.size() + 1));
 
   parsed_topic out{};
-  if (levels.size() >= 4 && levels[0] == "dev" && levels[2] == "up") {
+  if (levels.size() == 4 && levels[0] == "dev" && levels[2] == "up") {
     const auto what = levels[3];
     out.kind = what == "check"    ? topic_kind::device_check
                : what == "status" ? topic_kind::device_status

@@ -230,7 +230,7 @@ TEST(MqttClient, ManyClientsInOneProcessAllGetNodelay) {
 
 TEST(MqttClient, PublishesThousandsInATightLoopWithoutThrowing) {
   // Mosquitto drops QoS 1 messages beyond 1000 queued for a slow subscriber by default.
-  test::broker_process broker({.extra_config = "max_queued_messages 0\n"});
+  test::broker_process broker({.extra_config = std::string("max_queued_messages 0\n") + (std::getenv("DUMP") ? "log_type all\n" : "")});
   client subscriber(options_for(broker, "bulk-sub"));
   inbox got;
   got.attach(subscriber);
@@ -248,7 +248,9 @@ TEST(MqttClient, PublishesThousandsInATightLoopWithoutThrowing) {
   }
   EXPECT_EQ(failed, 0) << first_error;
   const auto t0 = clock_type::now();
+  for (int i = 0; i < 10 && !got.wait_for_count(kMessages, 1s); ++i) std::printf("DEBUG %zu\n", got.size());
   EXPECT_TRUE(got.wait_for_count(kMessages, 30s)) << "received " << got.size();
+  if (std::getenv("DUMP")) std::printf("%s", broker.log().c_str());
   std::printf("%d QoS 1 messages published and received in %.0f ms\n", kMessages,
               std::chrono::duration<double, std::milli>(clock_type::now() - t0).count());
   std::set<std::string> distinct;
