@@ -19,16 +19,9 @@
 namespace otter::mqtt {
 namespace {
 
-// Depth of Paho callbacks (ours) on this thread: blocking there would stall the thread that
+// Depth of our Paho callbacks on this thread: blocking there would stall the thread that
 // delivers the very acknowledgement being waited for.
 thread_local int tl_callback_depth = 0;
-
-struct callback_scope {
-  callback_scope() { ++tl_callback_depth; }
-  ~callback_scope() { --tl_callback_depth; }
-  callback_scope(const callback_scope&) = delete;
-  callback_scope& operator=(const callback_scope&) = delete;
-};
 
 constexpr int kBadSubscribe = 0x80;  // MQTT 3.1.1 SUBACK "failure"
 
@@ -42,12 +35,12 @@ errc errc_of(int rc) {
     case MQTTASYNC_BAD_MQTT_OPTION:
     case MQTTASYNC_WRONG_MQTT_VERSION:
       return errc::bad_request;
+    case MQTTASYNC_FAILURE:
     case MQTTASYNC_DISCONNECTED:
     case MQTTASYNC_MAX_MESSAGES_INFLIGHT:
     case MQTTASYNC_NO_MORE_MSGIDS:
     case MQTTASYNC_OPERATION_INCOMPLETE:
     case MQTTASYNC_MAX_BUFFERED_MESSAGES:
-    case MQTTASYNC_FAILURE:
       return errc::unavailable;
     default:
       return errc::internal;
@@ -60,6 +53,7 @@ std::string describe(int rc, int reason) {
   return ::mqtt::exception::error_str(rc);
 }
 
+// Paho hands a void* back with every token: we store the connection generation in it.
 void* generation_context(std::uint64_t generation) {
   return reinterpret_cast<void*>(static_cast<std::uintptr_t>(generation));
 }
@@ -88,7 +82,7 @@ message to_message(const ::mqtt::const_message_ptr& in) {
   // The version here decides how Paho encodes packets; the connect options only ask for it.
   ::mqtt::create_options c(o.mqtt_version);
   // Paho refuses publishes once ~100 are queued inside it, even while connected.
-  c.set_max_buffered_messages(o.max_buffered);
+  c.set_max_buffered_messages(std::max(1, o.max_buffered));
   // Publishing while disconnected must fail rather than pile up silently.
   c.set_send_while_disconnected(false);
   c.set_delete_oldest_messages(false);
@@ -101,7 +95,7 @@ message to_message(const ::mqtt::const_message_ptr& in) {
   ::mqtt::connect_options c;
   c.set_mqtt_version(o.mqtt_version);
   if (o.mqtt_version >= 5) {
-    c.set_clean_session(false);  // Paho rejects a v5 connect with the v3 flag set
+    c.set_clean_session(false);  // Paho rejects a v5 connect with the 3.1.1 flag set
     c.set_clean_start(o.clean_session);
     if (!o.clean_session) {
       ::mqtt::properties props;
@@ -116,13 +110,13 @@ message to_message(const ::mqtt::const_message_ptr& in) {
   }
   c.set_keep_alive_interval(o.keep_alive);
   c.set_connect_timeout(o.connect_timeout);
-  c.set_max_inflight(o.max_inflight);
+  c.set_max_inflight(std::max(1, o.max_inflight));
   if (!o.username.empty()) c.set_user_name(o.username);
   if (!o.password.empty()) c.set_password(o.password);
   if (o.will) {
-    c.set_will(::mqtt::will_options(o.will->topic, o.will->payload, o.will->qos,
-                                    o.will->retained));
+    c.set_will(::mqtt::will_options(o.will->topic, o.will->payload, o.will->qos, o.will->retained));
   }
+  // Also retries a failed first attempt, with the same backoff.
   c.set_automatic_reconnect(std::max<std::chrono::seconds>(o.min_retry, std::chrono::seconds(1)),
                             std::max(o.max_retry, o.min_retry));
   return c;
@@ -136,7 +130,7 @@ struct client::impl {
     int qos;
   };
 
-  // Paho calls these with the token of every connect attempt, automatic ones included.
+  // Paho calls these for every connect attempt, automatic ones included.
   struct connect_listener final : ::mqtt::iaction_listener {
     impl* self;
     explicit connect_listener(impl* s) : self(s) {}
@@ -144,7 +138,15 @@ struct client::impl {
     void on_failure(const ::mqtt::token& tok) override { self->connect_failed(tok); }
   };
 
-  // QoS 1/2 publishes handed to Paho; the context is the connection generation.
+  // For the subscriptions re-made after a connect; the context is the connection generation.
+  struct resubscribe_listener final : ::mqtt::iaction_listener {
+    impl* self;
+    explicit resubscribe_listener(impl* s) : self(s) {}
+    void on_success(const ::mqtt::token& tok) override { self->resubscribed(tok, true); }
+    void on_failure(const ::mqtt::token& tok) override { self->resubscribed(tok, false); }
+  };
+
+  // For QoS 1/2 publishes handed to Paho; the context is the connection generation.
   struct delivery_listener final : ::mqtt::iaction_listener {
     impl* self;
     explicit delivery_listener(impl* s) : self(s) {}
@@ -152,16 +154,30 @@ struct client::impl {
     void on_failure(const ::mqtt::token& tok) override { self->delivered(generation_of(tok)); }
   };
 
-  // For the subscriptions re-made after a connect; the context is the connection generation.
-  struct resubscribe_listener final : ::mqtt::iaction_listener {
-    impl* self;
-    explicit resubscribe_listener(impl* s) : self(s) {}
-    void on_success(const ::mqtt::token& tok) override { self->settle(generation_of(tok), true); }
-    void on_failure(const ::mqtt::token& tok) override {
-      spdlog::warn("mqtt {}: broker refused a subscription after connecting: {}",
-                   self->opts.client_id, describe(tok.get_return_code(), tok.get_reason_code()));
-      self->settle(generation_of(tok), true);
+  // Every entry from Paho goes through one of these: it marks the thread (see
+  // tl_callback_depth) and counts the callback, so the destructor can wait until none runs.
+  // After `closing` is set, callbacks do nothing.
+  class callback_scope {
+   public:
+    explicit callback_scope(impl& s) : s_(s) {
+      ++tl_callback_depth;
+      std::lock_guard lock(s_.mu);
+      active_ = !s_.closing;
+      if (active_) ++s_.busy;
     }
+    ~callback_scope() {
+      --tl_callback_depth;
+      if (!active_) return;
+      std::lock_guard lock(s_.mu);
+      if (--s_.busy == 0) s_.cv.notify_all();
+    }
+    callback_scope(const callback_scope&) = delete;
+    callback_scope& operator=(const callback_scope&) = delete;
+    explicit operator bool() const { return active_; }
+
+   private:
+    impl& s_;
+    bool active_ = false;
   };
 
   client_options opts;
@@ -170,30 +186,32 @@ struct client::impl {
   delivery_listener on_delivered{this};
 
   mutable std::mutex mu;
-  std::condition_variable cv;  // ready, started and running_handlers changes
+  std::condition_variable cv;  // any change of the state below
   std::vector<subscription> subs;
   std::shared_ptr<const message_handler> msg_handler;
   std::shared_ptr<const state_handler> st_handler;
-  bool started = false;         // start_connect() called and no disconnect() since
-  bool session_up = false;      // Paho has a connection
-  bool ready = false;           // ... and every remembered subscription is acknowledged
-  bool ever_connected = false;  // to tell connects from reconnects in the log
+  bool started = false;          // start_connect() called and no disconnect() since
+  bool session_up = false;       // Paho has a connection
+  bool ready = false;            // ... and every remembered subscription is acknowledged
+  bool ever_connected = false;   // to tell connects from reconnects in the log
   std::uint64_t generation = 0;  // bumped on every connect and loss; stale acks are ignored
   std::size_t pending_subs = 0;
   std::size_t failures = 0;  // connect attempts failed since the last success
   std::string last_error;
-  int running_handlers = 0;
-  bool closing = false;
+  bool handlers_off = false;  // destruction began: user handlers are no longer called
+  bool closing = false;       // destruction is past disconnect: Paho callbacks are ignored
+  int handlers_running = 0;
+  int busy = 0;  // Paho callbacks inside this object
 
   // Outgoing flow control. Paho C 1.3.12 does not wake its send thread when an acknowledgement
-  // frees a slot in the in-flight window, so a publish queued behind a full window waits for
-  // the send thread's 1 s poll (upstream fix: paho.mqtt.c PR #1457, not in 1.3.12). Mosquitto
-  // grants MQTT 5 clients a window of 20, which made bursts crawl at 20 messages a second.
-  // So messages wait here instead and go to Paho only while the window has room: every hand-off
+  // frees a slot in the in-flight window: a publish queued behind a full window waits for the
+  // send thread's 1 s timed wait (fixed upstream by paho.mqtt.c PR #1457, after 1.3.12).
+  // Mosquitto grants MQTT 5 clients a window of 20, so bursts crawled at 20 messages a second.
+  // Messages therefore wait here and go to Paho only while the window has room; each hand-off
   // is a new Paho command, and a new command does wake the send thread.
   std::deque<::mqtt::message_ptr> backlog;
   std::size_t in_window = 0;  // QoS 1/2 messages handed to Paho and not yet acknowledged
-  std::size_t window = 0;     // min(max_inflight, the broker's receive maximum)
+  std::size_t window = 1;     // min(max_inflight, the broker's receive maximum)
   bool draining = false;      // one thread at a time hands messages over, in order
 
   // Last member: destroyed first, so Paho is gone before anything its callbacks touch.
@@ -203,7 +221,7 @@ struct client::impl {
       : opts(std::move(o)),
         window(static_cast<std::size_t>(std::max(1, opts.max_inflight))),
         cli(opts.server_uri, opts.client_id, make_create_options(opts), nullptr) {
-    cli.set_connected_handler([this](const std::string& cause) { connected(cause); });
+    cli.set_connected_handler([this](const std::string&) { connected(); });
     cli.set_connection_lost_handler([this](const std::string& cause) { lost(cause); });
     cli.set_disconnected_handler([this](const ::mqtt::properties&, ::mqtt::ReasonCode reason) {
       lost("broker sent DISCONNECT, " + ::mqtt::exception::reason_code_str(reason));
@@ -211,38 +229,34 @@ struct client::impl {
     cli.set_message_callback([this](::mqtt::const_message_ptr m) { arrived(m); });
   }
 
-  template <class Fn>
-  void run_user(const char* what, Fn&& fn) {
+  // Handlers are copied under the lock and counted while they run, so the destructor can wait
+  // for them; exceptions must not unwind into Paho's C code.
+  template <class H, class Arg>
+  void call(const std::shared_ptr<const H> impl::*which, const char* what, const Arg& arg) {
+    std::shared_ptr<const H> h;
+    {
+      std::lock_guard lock(mu);
+      if (handlers_off || !(this->*which)) return;
+      h = this->*which;
+      ++handlers_running;
+    }
     try {
-      fn();
+      (*h)(arg);
     } catch (const std::exception& e) {
       spdlog::error("mqtt {}: {} handler threw: {}", opts.client_id, what, e.what());
     } catch (...) {
       spdlog::error("mqtt {}: {} handler threw a non-standard exception", opts.client_id, what);
     }
-  }
-
-  // Handlers are copied under the lock and counted while they run, so the destructor can wait
-  // for them and nothing calls into a half-destroyed client.
-  template <class H, class... Args>
-  void call(const std::shared_ptr<const H> impl::*which, const char* what, Args&&... args) {
-    std::shared_ptr<const H> h;
-    {
-      std::lock_guard lock(mu);
-      if (closing || !(this->*which)) return;
-      h = this->*which;
-      ++running_handlers;
-    }
-    run_user(what, [&] { (*h)(std::forward<Args>(args)...); });
     std::lock_guard lock(mu);
-    if (--running_handlers == 0 && closing) cv.notify_all();
+    if (--handlers_running == 0) cv.notify_all();
   }
 
   void notify_state(bool up) { call(&impl::st_handler, "state", up); }
 
-  void connected(const std::string&) {
-    callback_scope scope;
-    // Before anything is sent on the new connection, so the resubscriptions benefit too.
+  void connected() {
+    callback_scope scope(*this);
+    if (!scope) return;
+    // Before anything else is sent on the new connection.
     if (opts.tcp_nodelay) nodelay::tune();
     std::vector<subscription> snapshot;
     std::uint64_t gen = 0;
@@ -250,7 +264,7 @@ struct client::impl {
     bool stray = false;
     {
       std::lock_guard lock(mu);
-      stray = !started || closing;
+      stray = !started;
       if (!stray) {
         session_up = true;
         ready = false;
@@ -261,7 +275,7 @@ struct client::impl {
         ever_connected = true;
         failures = 0;
         last_error.clear();
-        in_window = 0;  // what was in flight belongs to the old connection (and its generation)
+        in_window = 0;  // what was in flight belongs to the old connection and its generation
       }
     }
     if (stray) {  // an attempt that was under way when disconnect() was called
@@ -279,8 +293,7 @@ struct client::impl {
       try {
         cli.subscribe(s.filter, s.qos, generation_context(gen), on_resubscribed);
       } catch (const ::mqtt::exception& e) {
-        spdlog::warn("mqtt {}: cannot resubscribe to {}: {}", opts.client_id, s.filter,
-                     e.what());
+        spdlog::warn("mqtt {}: cannot resubscribe to {}: {}", opts.client_id, s.filter, e.what());
         settle(gen, true);
       }
     }
@@ -288,9 +301,17 @@ struct client::impl {
     drain();  // what was queued while the connection was down
   }
 
+  void resubscribed(const ::mqtt::token& tok, bool ok) {
+    callback_scope scope(*this);
+    if (!scope) return;
+    if (!ok)
+      spdlog::warn("mqtt {}: broker refused a subscription after connecting: {}", opts.client_id,
+                   describe(tok.get_return_code(), tok.get_reason_code()));
+    settle(generation_of(tok), true);
+  }
+
   // One subscription of connection `gen` answered (or none were needed).
   void settle(std::uint64_t gen, bool one_answered) {
-    callback_scope scope;
     {
       std::lock_guard lock(mu);
       if (gen != generation || !session_up || ready) return;
@@ -303,28 +324,32 @@ struct client::impl {
   }
 
   void lost(const std::string& cause) {
-    callback_scope scope;
+    callback_scope scope(*this);
+    if (!scope) return;
     nodelay::forget_closed();
     bool was_ready = false;
     {
       std::lock_guard lock(mu);
-      if (!session_up) return;  // connection_lost after the v5 DISCONNECT callback
+      if (!session_up) return;  // connection_lost right after the MQTT 5 DISCONNECT callback
       was_ready = ready;
       session_up = false;
       ready = false;
       ++generation;
       last_error = cause.empty() ? "connection lost" : cause;
     }
-    cv.notify_all();  // a disconnect() waiting for the backlog to drain
+    cv.notify_all();
     spdlog::warn("mqtt {}: lost connection to {} ({}); reconnecting", opts.client_id,
                  opts.server_uri, cause.empty() ? "no reason given" : cause);
     if (was_ready) notify_state(false);
   }
 
   void connect_succeeded(const ::mqtt::token& tok) {
+    callback_scope scope(*this);
+    if (!scope) return;
     std::size_t w = static_cast<std::size_t>(std::max(1, opts.max_inflight));
     try {
-      const auto& props = tok.get_connect_response().get_properties();
+      const auto response = tok.get_connect_response();  // by value: keep it alive
+      const auto& props = response.get_properties();
       if (props.contains(::mqtt::property::RECEIVE_MAXIMUM)) {
         auto granted = ::mqtt::get<std::uint16_t>(props, ::mqtt::property::RECEIVE_MAXIMUM);
         w = std::min<std::size_t>(w, std::max<std::uint16_t>(granted, 1));
@@ -334,32 +359,57 @@ struct client::impl {
     }
     std::lock_guard lock(mu);
     window = w;
-    spdlog::info("DEBUG window {}", w);
+  }
+
+  void connect_failed(const ::mqtt::token& tok) {
+    callback_scope scope(*this);
+    if (!scope) return;
+    nodelay::forget_closed();  // the socket may have been up (and tuned) before the refusal
+    const std::string why = describe(tok.get_return_code(), tok.get_reason_code());
+    std::size_t n = 0;
+    {
+      std::lock_guard lock(mu);
+      if (!started) return;
+      last_error = "connect failed: " + why;
+      n = ++failures;
+    }
+    cv.notify_all();
+    if (n == 1)
+      spdlog::warn("mqtt {}: cannot connect to {}: {}; retrying every {}-{} s", opts.client_id,
+                   opts.server_uri, why, opts.min_retry.count(), opts.max_retry.count());
+    else
+      spdlog::debug("mqtt {}: connect attempt {} to {} failed: {}", opts.client_id, n,
+                    opts.server_uri, why);
+  }
+
+  void arrived(const ::mqtt::const_message_ptr& m) {
+    callback_scope scope(*this);
+    if (!scope || !m) return;
+    call(&impl::msg_handler, "message", to_message(m));
   }
 
   // A QoS 1/2 publish of connection `gen` was acknowledged (or failed): its slot is free.
   void delivered(std::uint64_t gen) {
-    callback_scope scope;
+    callback_scope scope(*this);
+    if (!scope) return;
     {
       std::lock_guard lock(mu);
-      static std::size_t dbg = 0;
-      if (++dbg % 100 == 0) spdlog::info("DEBUG delivered {} in_window {} backlog {} gen {}/{}", dbg, in_window, backlog.size(), gen, generation);
       if (gen != generation) return;
       if (in_window > 0) --in_window;
-      if (in_window == 0 && backlog.empty()) cv.notify_all();  // disconnect() may be waiting
     }
+    cv.notify_all();  // disconnect() may wait for the backlog to empty
     drain();
   }
 
   // Hands queued messages to Paho while the window has room, oldest first. Never holds `mu`
-  // while calling into Paho; whoever finds `draining` set leaves the work to that thread.
+  // while calling into Paho; a caller who finds `draining` set leaves the work to that thread,
+  // which looks again before it stops.
   void drain() {
     std::unique_lock lock(mu);
     if (draining) return;
     draining = true;
     std::vector<::mqtt::message_ptr> batch;
-    for (;;) {
-      if (!session_up) break;
+    while (session_up) {
       while (!backlog.empty() && (backlog.front()->get_qos() == 0 || in_window < window)) {
         if (backlog.front()->get_qos() > 0) ++in_window;
         batch.push_back(std::move(backlog.front()));
@@ -369,28 +419,25 @@ struct client::impl {
       const std::uint64_t gen = generation;
       lock.unlock();
       std::size_t handed = 0;
-      bool lost_connection = false;
+      std::size_t failed = 0;
       for (; handed < batch.size(); ++handed) {
-        auto& msg = batch[handed];
+        const auto& msg = batch[handed];
         try {
           if (msg->get_qos() > 0)
             cli.publish(msg, generation_context(gen), on_delivered);
           else
             cli.publish(msg);
         } catch (const ::mqtt::exception& e) {
-          if (e.get_return_code() == MQTTASYNC_DISCONNECTED) {
-            lost_connection = true;
-            break;
-          }
-          spdlog::warn("mqtt {}: dropped a message to {}: {}", opts.client_id,
-                       msg->get_topic(), e.what());
-          std::lock_guard relock(mu);
-          if (msg->get_qos() > 0 && gen == generation && in_window > 0) --in_window;
+          if (e.get_return_code() == MQTTASYNC_DISCONNECTED) break;
+          spdlog::warn("mqtt {}: dropped a message to {}: {}", opts.client_id, msg->get_topic(),
+                       e.what());
+          if (msg->get_qos() > 0) ++failed;
         }
       }
       lock.lock();
-      if (lost_connection) {
-        // Put the rest back in front, in order; they go out after the reconnect.
+      if (gen == generation) in_window -= std::min(in_window, failed);
+      if (handed < batch.size()) {
+        // The connection went away: the rest go out, in order, after the reconnect.
         for (std::size_t i = batch.size(); i-- > handed;) {
           if (batch[i]->get_qos() > 0 && gen == generation && in_window > 0) --in_window;
           backlog.push_front(std::move(batch[i]));
@@ -401,39 +448,12 @@ struct client::impl {
       batch.clear();
     }
     draining = false;
-    if (in_window == 0 && backlog.empty()) cv.notify_all();
-  }
-
-  void connect_failed(const ::mqtt::token& tok) {
-    callback_scope scope;
-    nodelay::forget_closed();  // the socket may have been up (and tuned) before the refusal
-    std::string why = describe(tok.get_return_code(), tok.get_reason_code());
-    std::size_t n = 0;
-    bool active = false;
-    {
-      std::lock_guard lock(mu);
-      last_error = "connect failed: " + why;
-      n = ++failures;
-      active = started && !closing;
-    }
-    if (!active) return;
-    if (n == 1)
-      spdlog::warn("mqtt {}: cannot connect to {}: {}; retrying every {}-{} s", opts.client_id,
-                   opts.server_uri, why, opts.min_retry.count(), opts.max_retry.count());
-    else
-      spdlog::debug("mqtt {}: connect attempt {} to {} failed: {}", opts.client_id, n,
-                    opts.server_uri, why);
-  }
-
-  void arrived(const ::mqtt::const_message_ptr& m) {
-    callback_scope scope;
-    if (!m) return;
-    call(&impl::msg_handler, "message", to_message(m));
+    cv.notify_all();
   }
 };
 
 client::client(client_options options) {
-  auto uri = options.server_uri;
+  const auto uri = options.server_uri;
   try {
     impl_ = std::make_unique<impl>(std::move(options));
   } catch (const ::mqtt::exception& e) {
@@ -444,13 +464,19 @@ client::client(client_options options) {
 
 client::~client() {
   auto& s = *impl_;
+  const bool on_paho_thread = tl_callback_depth > 0;
+  {
+    // No user code may run once the owner started tearing down what the handlers use.
+    std::unique_lock lock(s.mu);
+    s.handlers_off = true;
+    if (!on_paho_thread) s.cv.wait(lock, [&] { return s.handlers_running == 0; });
+  }
+  disconnect(std::chrono::seconds(2));
   {
     std::unique_lock lock(s.mu);
     s.closing = true;
-    // From a Paho callback no handler of this client can be running on another thread.
-    if (tl_callback_depth == 0) s.cv.wait(lock, [&] { return s.running_handlers == 0; });
+    if (!on_paho_thread) s.cv.wait(lock, [&] { return s.busy == 0; });
   }
-  disconnect(std::chrono::seconds(2));
   if (s.opts.tcp_nodelay) nodelay::remove_broker(s.opts.server_uri);
 }
 
@@ -481,13 +507,13 @@ result<void> client::subscribe(std::string filter, int qos, std::chrono::millise
       it->qos = qos;
     up = s.session_up;
   }
-  // Not connected: the connected callback makes it, like every remembered subscription.
+  // Not connected: the next connect makes it, like every remembered subscription.
   if (!up) return {};
   ::mqtt::token_ptr tok;
   try {
     tok = s.cli.subscribe(filter, qos);
   } catch (const ::mqtt::exception& e) {
-    if (e.get_return_code() == MQTTASYNC_DISCONNECTED) return {};  // lost meanwhile: same case
+    if (e.get_return_code() == MQTTASYNC_DISCONNECTED) return {};  // lost meanwhile: as above
     return make_error(errc_of(e.get_return_code()), "subscribe to " + filter + ": " + e.what());
   }
   if (timeout.count() <= 0 || tl_callback_depth > 0) return {};
@@ -499,9 +525,8 @@ result<void> client::subscribe(std::string filter, int qos, std::chrono::millise
     if (e.get_return_code() == kBadSubscribe || e.get_reason_code() >= 0x80) {
       std::lock_guard lock(s.mu);
       std::erase_if(s.subs, [&](const auto& sub) { return sub.filter == filter; });
-      return make_error(errc::forbidden,
-                        "broker refused subscription to " + filter + ": " +
-                            describe(e.get_return_code(), e.get_reason_code()));
+      return make_error(errc::forbidden, "broker refused subscription to " + filter + ": " +
+                                             describe(e.get_return_code(), e.get_reason_code()));
     }
     return make_error(errc::unavailable, "subscribe to " + filter + ": " + e.what());
   }
@@ -517,7 +542,7 @@ void client::start_connect() {
   auto& s = *impl_;
   {
     std::lock_guard lock(s.mu);
-    if (s.started || s.closing) return;
+    if (s.started || s.handlers_off) return;
     s.started = true;
     s.failures = 0;
     s.last_error.clear();
@@ -526,7 +551,6 @@ void client::start_connect() {
                s.opts.mqtt_version >= 5 ? "5" : "3.1.1",
                s.opts.username.empty() ? "" : ", user " + s.opts.username);
   try {
-    // Automatic reconnect also retries a failed first attempt, with the same backoff.
     s.cli.connect(make_connect_options(s.opts), nullptr, s.on_connect_result);
   } catch (const ::mqtt::exception& e) {
     {
@@ -535,16 +559,15 @@ void client::start_connect() {
       s.last_error = std::string("cannot start connecting: ") + e.what();
     }
     s.cv.notify_all();
-    spdlog::error("mqtt {}: cannot start connecting to {}: {}", s.opts.client_id,
-                  s.opts.server_uri, e.what());
+    spdlog::error("mqtt {}: cannot start connecting to {}: {}", s.opts.client_id, s.opts.server_uri,
+                  e.what());
   }
 }
 
 result<void> client::wait_connected(std::chrono::milliseconds timeout) {
   auto& s = *impl_;
   std::unique_lock lock(s.mu);
-  if (tl_callback_depth == 0)
-    s.cv.wait_for(lock, timeout, [&] { return s.ready || !s.started; });
+  if (tl_callback_depth == 0) s.cv.wait_for(lock, timeout, [&] { return s.ready || !s.started; });
   if (s.ready) return {};
   std::string why = !s.started ? "not started" : "timed out";
   if (!s.last_error.empty()) why += ", last error: " + s.last_error;
@@ -590,7 +613,7 @@ result<void> client::publish(const message& m) {
     if (!s.session_up)
       return make_error(errc::unavailable,
                         "not connected to " + s.opts.server_uri + ", dropped " + m.topic);
-    if (s.backlog.size() >= static_cast<std::size_t>(std::max(0, s.opts.max_buffered)))
+    if (s.backlog.size() >= static_cast<std::size_t>(std::max(1, s.opts.max_buffered)))
       return make_error(errc::unavailable, "publish buffer full (" +
                                                std::to_string(s.backlog.size()) +
                                                " messages), dropped " + m.topic);
@@ -602,8 +625,8 @@ result<void> client::publish(const message& m) {
 
 void client::disconnect(std::chrono::milliseconds timeout) {
   auto& s = *impl_;
-  bool was_ready = false;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  bool was_ready = false;
   {
     std::unique_lock lock(s.mu);
     if (!s.started) return;
@@ -611,20 +634,20 @@ void client::disconnect(std::chrono::milliseconds timeout) {
     // Let queued messages go out first, as Paho does with its own queue.
     if (tl_callback_depth == 0)
       s.cv.wait_until(lock, deadline, [&] {
-        return !s.session_up || (s.backlog.empty() && s.in_window == 0);
+        return !s.session_up || (s.backlog.empty() && s.in_window == 0 && !s.draining);
       });
     if (!s.backlog.empty())
       spdlog::warn("mqtt {}: disconnecting with {} unsent message(s)", s.opts.client_id,
                    s.backlog.size());
     s.backlog.clear();
   }
-  timeout = std::max(std::chrono::milliseconds(0),
-                     std::chrono::duration_cast<std::chrono::milliseconds>(
-                         deadline - std::chrono::steady_clock::now()));
+  const auto left =
+      std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                 deadline - std::chrono::steady_clock::now()));
   try {
     // Also stops automatic reconnects when there is no connection to close right now.
-    auto tok = s.cli.disconnect(static_cast<int>(timeout.count()));
-    if (tl_callback_depth == 0) tok->wait_for(timeout + std::chrono::milliseconds(500));
+    auto tok = s.cli.disconnect(static_cast<int>(left.count()));
+    if (tl_callback_depth == 0) tok->wait_for(left + std::chrono::milliseconds(500));
   } catch (const ::mqtt::exception&) {
     // Not connected (Paho says so by throwing): nothing to close.
   }
@@ -641,6 +664,8 @@ void client::disconnect(std::chrono::milliseconds timeout) {
   if (was_ready) s.notify_state(false);
 }
 
-const client_options& client::options() const { return impl_->opts; }
+const client_options& client::options() const {
+  return impl_->opts;
+}
 
 }  // namespace otter::mqtt

@@ -1,8 +1,13 @@
 #pragma once
-// The project's only door to MQTT. It wraps Eclipse Paho so that nothing else sees Paho types,
-// and it fixes what Paho gets wrong for a request/answer service:
-//  - TCP_NODELAY on the broker connection (Paho never sets it: ~90 ms per QoS 1 exchange);
-//  - a publish buffer large enough for bursts (Paho refuses past ~100 queued messages);
+// The project's only door to MQTT. It wraps Eclipse Paho (C++ 1.2.0 over C 1.3.12) so that
+// nothing else sees Paho types, and it works around what Paho gets wrong for a request/answer
+// service:
+//  - TCP_NODELAY on the broker connection: Paho never sets it, and a QoS 1 exchange then waits
+//    on Nagle + delayed ACK (~90 ms instead of ~0.2 ms on loopback);
+//  - publishes are queued here and fed to Paho only while its in-flight window has room: Paho
+//    does not wake its send thread when an acknowledgement frees the window, so anything queued
+//    behind a full window (20 with Mosquitto and MQTT 5) waited up to 1 s per batch; the same
+//    queue replaces Paho's ~100-message buffer limit with `max_buffered`;
 //  - MQTT 5 requested where Paho needs it (client creation *and* connect);
 //  - subscriptions re-made after every automatic reconnect (a clean session forgets them);
 //  - no exceptions: failures come back as otter::result.
@@ -32,13 +37,13 @@ struct client_options {
   std::string client_id{};
   std::string username{};  // empty: none
   std::string password{};  // empty: none; never logged
-  int mqtt_version = 5;  // 4 = MQTT 3.1.1, 5 = MQTT 5
+  int mqtt_version = 5;    // 4 = MQTT 3.1.1, 5 = MQTT 5
   // false keeps the broker-side session (on MQTT 5 with a session expiry of "never").
   bool clean_session = true;
   std::chrono::seconds keep_alive{30};
   std::chrono::seconds connect_timeout{10};  // per attempt
-  int max_inflight = 1024;    // unacknowledged QoS 1/2 publishes on the wire
-  int max_buffered = 100000;  // publishes queued inside Paho before publish() refuses
+  int max_inflight = 1024;        // unacknowledged QoS 1/2 publishes (the broker may allow fewer)
+  int max_buffered = 100000;      // publishes queued in the client before publish() refuses
   std::optional<message> will{};  // e.g. retained "offline" on the service state topic
   // Reconnect backoff: doubles from min to max. Whole seconds, because that is Paho's unit;
   // Paho also checks for due reconnects only every ~3 s, so a reconnect takes 1–4 s at best.
@@ -62,7 +67,8 @@ class client {
 
   // Throws std::invalid_argument if Paho rejects the options (e.g. an unknown URI scheme).
   explicit client(client_options options);
-  // Disconnects cleanly (waits up to 2 s) and waits for a running handler to return.
+  // Waits for a running handler to return, then disconnects cleanly (flushing queued messages
+  // for up to 2 s). No handler is called once the destructor has started.
   ~client();
   client(const client&) = delete;
   client& operator=(const client&) = delete;
@@ -90,15 +96,18 @@ class client {
   // Connected and every remembered subscription acknowledged.
   bool connected() const;
 
-  // Queues a message. Never throws: unavailable when not connected or Paho's buffer is full,
-  // bad_request for an invalid topic or QoS. Success means queued, not delivered.
+  // Queues a message; queued messages keep their order and survive a reconnect. Never throws:
+  // unavailable when not connected or the queue is full, bad_request for an invalid QoS or
+  // topic. Success means queued, not delivered. QoS 1 across a reconnect needs
+  // clean_session=false: with a clean session the broker forgets what was in flight.
   result<void> publish(std::string_view topic, std::string_view payload, int qos = 1,
                        bool retained = false);
   // Also sends response_topic / correlation_data on MQTT 5.
   result<void> publish(const message& m);
 
-  // Sends DISCONNECT (waiting up to `timeout` for queued messages) and stops reconnecting. The
-  // will is not published. start_connect() may be called again afterwards.
+  // Waits up to `timeout` for queued messages to be acknowledged, sends DISCONNECT and stops
+  // reconnecting; what is still queued is dropped. The will is not published.
+  // start_connect() may be called again afterwards.
   void disconnect(std::chrono::milliseconds timeout);
 
   const client_options& options() const;

@@ -27,9 +27,7 @@
 namespace otter::mqtt::nodelay {
 namespace {
 
-// An incremental scan stops after this many free descriptors above the highest one known open.
-// New descriptors take the lowest free number, so a new socket lies beyond such a gap only if
-// that many descriptors below it closed in the meantime.
+// An incremental scan stops after this many consecutive free descriptor numbers.
 constexpr int kFreeRunToStop = 16;
 
 struct address {
@@ -134,21 +132,21 @@ struct registry {
   std::mutex mu;
   std::map<std::string, broker, std::less<>> brokers;  // key "host|port"
   std::vector<bool> tuned;  // by descriptor: a broker socket we set TCP_NODELAY on
-  int top = -1;             // highest descriptor seen open (or tuned)
   bool dirty = true;        // first scan, or a broker connection closed since the last scan
+  nodelay::stats counters;
 
   bool is_broker(const address& peer) const {
     for (const auto& [key, b] : brokers) {
       if (b.port != peer.port) continue;
       if (b.addresses.empty()) return true;
-      if (std::find(b.addresses.begin(), b.addresses.end(), peer) != b.addresses.end())
-        return true;
+      if (std::find(b.addresses.begin(), b.addresses.end(), peer) != b.addresses.end()) return true;
     }
     return false;
   }
 
   // One getsockopt answers "free", "not TCP" and "already tuned"; getpeername only for TCP.
   kind examine(int fd, std::size_t& changed) {
+    ++counters.probes;
     int on = 0;
     socklen_t len = sizeof on;
     if (::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, &len) != 0)
@@ -198,36 +196,31 @@ struct registry {
       for (rlim_t fd = 0; fd < n; ++fd) fds.push_back(static_cast<int>(fd));
     }
     tuned.assign(tuned.size(), false);
-    top = -1;
-    for (int fd : fds) {
-      kind k = examine(fd, changed);
-      if (k == kind::free) continue;
-      top = std::max(top, fd);
-      if (k == kind::broker) set_tuned(fd, true);
-    }
+    for (int fd : fds)
+      if (examine(fd, changed) == kind::broker) set_tuned(fd, true);
     dirty = false;
+    ++counters.full_scans;
   }
 
+  // Skips what it tuned before and stops at the first long run of free numbers: a new socket
+  // took the lowest free number when it was created, so it lies below such a run unless that
+  // many descriptors under it were closed since (closed broker sockets force a full scan).
   void incremental_scan(std::size_t& changed) {
-    int highest = top;
     int free_run = 0;
-    for (int fd = 0;; ++fd) {
+    for (int fd = 0; free_run < kFreeRunToStop; ++fd) {
       if (is_tuned(fd)) {
-        highest = std::max(highest, fd);
         free_run = 0;
         continue;
       }
-      if (fd > highest && free_run >= kFreeRunToStop) break;
       kind k = examine(fd, changed);
       if (k == kind::free) {
         ++free_run;
         continue;
       }
       free_run = 0;
-      highest = std::max(highest, fd);
       if (k == kind::broker) set_tuned(fd, true);
     }
-    top = highest;
+    ++counters.incremental_scans;
   }
 };
 
@@ -237,7 +230,9 @@ registry& reg() {
   return *r;
 }
 
-std::string key_of(const endpoint& ep) { return ep.host + "|" + std::to_string(ep.port); }
+std::string key_of(const endpoint& ep) {
+  return ep.host + "|" + std::to_string(ep.port);
+}
 
 }  // namespace
 
@@ -279,7 +274,14 @@ std::size_t tune() {
     r.full_scan(changed);
   else
     r.incremental_scan(changed);
+  r.counters.tuned += changed;
   return changed;
+}
+
+stats current_stats() {
+  auto& r = reg();
+  std::lock_guard lock(r.mu);
+  return r.counters;
 }
 
 void forget_closed() {

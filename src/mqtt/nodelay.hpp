@@ -24,6 +24,15 @@ void remove_broker(std::string_view server_uri);
 // lacks it. Returns how many sockets it changed. Meant to be called when a connection comes up.
 std::size_t tune();
 
+// What the scans cost, for tests and diagnostics.
+struct stats {
+  std::size_t full_scans = 0;
+  std::size_t incremental_scans = 0;
+  std::size_t probes = 0;  // descriptors examined with at least one syscall
+  std::size_t tuned = 0;   // sockets that got TCP_NODELAY
+};
+stats current_stats();
+
 // A broker connection was closed (lost, refused, or disconnected): its descriptor number may be
 // reused, so the next tune() re-examines every descriptor instead of trusting what it knows.
 void forget_closed();

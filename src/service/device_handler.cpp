@@ -153,6 +153,8 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   if (decision) {
     d_.counters.offers++;
     d_.devices.on_offer(device, decision->chosen->id, decision->rel->version_text);
+    if (d_.chunks)
+      d_.chunks->authorize(device, decision->rel->sha256, decision->rel->size, decision->chosen->id);
     spdlog::info("decision=offer device={} model={} from={} version={} rollout={} downgrade={}",
                  device, m.model, m.version_text, decision->rel->version_text,
                  decision->chosen->id, decision->downgrade);
@@ -234,10 +236,11 @@ void device_handler::on_chunk(const std::string& device, const nlohmann::json& o
   auto parsed = protocol::parse_chunk_request(obj);
   if (!parsed) return refuse(device, req, parsed.error(), "chunk");
   d_.counters.chunk_requests++;
-  // MQTT chunk delivery is the delivery issue's work; until then the answer is explicit.
-  refuse(device, parsed->req,
-         make_error(errc::unavailable, "chunk download is not available on this server yet"),
-         "chunk");
+  if (!d_.chunks)
+    return refuse(device, parsed->req,
+                  make_error(errc::unavailable, "chunk download is not enabled on this server"),
+                  "chunk");
+  if (auto r = d_.chunks->request(device, *parsed); !r) refuse(device, parsed->req, r.error(), "chunk");
 }
 
 }  // namespace otter::service

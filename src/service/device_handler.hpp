@@ -8,6 +8,7 @@
 #include "protocol/error.hpp"
 #include "protocol/messages.hpp"
 #include "protocol/topics.hpp"
+#include "service/chunk_server.hpp"
 #include "service/clock.hpp"
 #include "service/device_registry.hpp"
 #include "service/manifest.hpp"
@@ -25,6 +26,7 @@ struct device_handler_deps {
   outbox& out;
   const clock& time;
   metrics& counters;
+  chunk_server* chunks = nullptr;  // MQTT downloads; null: refused as unavailable
 };
 
 class device_handler {

@@ -76,6 +76,7 @@ struct service::impl {
   std::unique_ptr<store::writer> writer;
   std::unique_ptr<writer_recorder> records;
   std::unique_ptr<store::listener> listener;
+  std::unique_ptr<chunk_server> chunks;
   std::unique_ptr<device_handler> devices_handler;
   std::unique_ptr<admin_handler> admin;
   std::atomic<bool> accepting{false};
@@ -117,6 +118,7 @@ struct service::impl {
     j["db_connected"] = ws.connected;
     j["mqtt_connected"] = client && client->connected();
     j["publish_failures"] = out ? out->failures_.load() : 0;
+    j["chunk_inflight_bytes"] = chunks ? chunks->inflight_bytes() : 0;
     return j;
   }
 
@@ -182,9 +184,18 @@ struct service::impl {
     listener->start();
 
     manifest_settings ms{cfg.manifest_ttl, cfg.retry, cfg.chunk_max, cfg.chunk_window};
+    chunk_settings cs;
+    cs.max = cfg.chunk_max;
+    cs.window = cfg.chunk_window;
+    cs.offer_validity = cfg.manifest_ttl;
+    cs.device_inflight_cap = std::max<std::uint64_t>(1024 * 1024, 2ull * cfg.chunk_max * cfg.chunk_window);
+    chunks = std::make_unique<chunk_server>(topics, images, *out, *records, time, counters, cs,
+                                            cfg.instance);
+    chunks->start();
     devices_handler = std::make_unique<device_handler>(
-        device_handler_deps{topics, key, catalog, devices, *records, *out, time, counters}, ms,
-        cfg.instance);
+        device_handler_deps{topics, key, catalog, devices, *records, *out, time, counters,
+                            chunks.get()},
+        ms, cfg.instance);
     admin_settings as;
     as.operators = cfg.operators;
     as.max_upload = cfg.max_upload;
@@ -224,6 +235,7 @@ struct service::impl {
 
     spdlog::info("decision=shutdown stage=drain");
     accepting = false;
+    chunks->stop();
     admin->stop();
     const auto left = writer->stop(30s);
     if (left > 0)

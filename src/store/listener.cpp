@@ -48,7 +48,9 @@ class receiver final : public pqxx::notification_receiver {
 listener::listener(std::string db_url, std::function<void()> on_change)
     : db_url_(std::move(db_url)), on_change_(std::move(on_change)) {}
 
-listener::~listener() { stop(); }
+listener::~listener() {
+  stop();
+}
 
 void listener::start() {
   if (thread_.joinable()) return;

@@ -49,7 +49,8 @@ std::string dump(const nlohmann::json& j) {
 }
 
 time_point from_epoch_ms(std::int64_t ms) {
-  return time_point{std::chrono::duration_cast<time_point::duration>(std::chrono::milliseconds{ms})};
+  return time_point{
+      std::chrono::duration_cast<time_point::duration>(std::chrono::milliseconds{ms})};
 }
 
 std::optional<std::string> opt_string(const pqxx::field& f) {

@@ -15,9 +15,9 @@
 namespace otter::store {
 namespace {
 
-// Timestamps leave PostgreSQL as epoch milliseconds and are formatted by to_rfc3339(), so that
-// every time on the wire has one format whatever the session's DateStyle and TimeZone.
-#define OTTER_MS(col) "floor(extract(epoch FROM " col ") * 1000)::bigint"
+// Timestamps leave PostgreSQL as epoch milliseconds ("..._ms" columns) and are formatted by
+// to_rfc3339(), so every time on the wire has one format whatever the session's DateStyle and
+// TimeZone. Optional filters are "$n IS NULL OR col = $n": one statement per query.
 
 // ---- uploads
 constexpr const char* kInsertUpload =
@@ -26,10 +26,6 @@ constexpr const char* kInsertUpload =
 constexpr const char* kUploadSize = "SELECT size FROM uploads WHERE sha256 = $1";
 
 // ---- releases
-#define OTTER_RELEASE_COLUMNS \
-  "id, model, version, sha256, size, min_version, notes, image_sig, " OTTER_MS("created_at") \
-  " AS created"
-
 // The size comes from the upload, the one place that measured the image.
 constexpr const char* kInsertRelease =
     "INSERT INTO releases (model, version, version_key, sha256, size, min_version, notes, "
@@ -38,33 +34,41 @@ constexpr const char* kInsertRelease =
     "  $8::text "
     "FROM uploads u WHERE u.sha256 = $4 "
     "ON CONFLICT (model, version_key) DO NOTHING "
-    "RETURNING " OTTER_RELEASE_COLUMNS;
+    "RETURNING id, model, version, sha256, size, min_version, notes, image_sig, "
+    "  floor(extract(epoch FROM created_at) * 1000)::bigint AS created_ms";
 constexpr const char* kExistingReleaseVersion =
     "SELECT version FROM releases WHERE model = $1 AND version_key = $2";
 constexpr const char* kUploadExists = "SELECT EXISTS (SELECT 1 FROM uploads WHERE sha256 = $1)";
-constexpr const char* kGetRelease = "SELECT " OTTER_RELEASE_COLUMNS
-                                    " FROM releases WHERE model = $1 AND version_key = $2";
+constexpr const char* kGetRelease =
+    "SELECT id, model, version, sha256, size, min_version, notes, image_sig, "
+    "  floor(extract(epoch FROM created_at) * 1000)::bigint AS created_ms "
+    "FROM releases WHERE model = $1 AND version_key = $2";
 constexpr const char* kListReleases =
-    "SELECT " OTTER_RELEASE_COLUMNS
-    " FROM releases "
+    "SELECT id, model, version, sha256, size, min_version, notes, image_sig, "
+    "  floor(extract(epoch FROM created_at) * 1000)::bigint AS created_ms "
+    "FROM releases "
     "WHERE ($1::text IS NULL OR model = $1) AND ($2::bigint IS NULL OR id < $2) "
     "ORDER BY id DESC LIMIT $3";
 
 // ---- rollouts
-#define OTTER_ROLLOUT_SELECT                                                              \
-  "SELECT r.id, r.name, rel.model, rel.version, r.target::text AS target, r.state, "      \
-  "  r.allow_downgrade, r.reason, r.created_by, " OTTER_MS("r.created_at") " AS created, " \
-  "  " OTTER_MS("r.updated_at") " AS updated "                                             \
-  "FROM rollouts r JOIN releases rel ON rel.id = r.release_id "
-
 constexpr const char* kCreateRollout =
     "INSERT INTO rollouts (name, release_id, target, allow_downgrade, created_by) "
     "SELECT $1::text, rel.id, $4::jsonb, $5::boolean, $6::text "
     "FROM releases rel WHERE rel.model = $2 AND rel.version_key = $3 "
     "RETURNING id";
-constexpr const char* kGetRollout = OTTER_ROLLOUT_SELECT "WHERE r.id = $1";
+constexpr const char* kGetRollout =
+    "SELECT r.id, r.name, rel.model, rel.version, r.target::text AS target, r.state, "
+    "  r.allow_downgrade, r.reason, r.created_by, "
+    "  floor(extract(epoch FROM r.created_at) * 1000)::bigint AS created_ms, "
+    "  floor(extract(epoch FROM r.updated_at) * 1000)::bigint AS updated_ms "
+    "FROM rollouts r JOIN releases rel ON rel.id = r.release_id "
+    "WHERE r.id = $1";
 constexpr const char* kListRollouts =
-    OTTER_ROLLOUT_SELECT
+    "SELECT r.id, r.name, rel.model, rel.version, r.target::text AS target, r.state, "
+    "  r.allow_downgrade, r.reason, r.created_by, "
+    "  floor(extract(epoch FROM r.created_at) * 1000)::bigint AS created_ms, "
+    "  floor(extract(epoch FROM r.updated_at) * 1000)::bigint AS updated_ms "
+    "FROM rollouts r JOIN releases rel ON rel.id = r.release_id "
     "WHERE ($1::text IS NULL OR r.state = $1) AND ($2::text IS NULL OR rel.model = $2) "
     "  AND ($3::bigint IS NULL OR r.id < $3) "
     "ORDER BY r.id DESC LIMIT $4";
@@ -79,8 +83,8 @@ constexpr const char* kRolloutCounts =
     "  count(*) FILTER (WHERE state = 'rejected'), "
     "  count(*) FILTER (WHERE state = 'rolled_back') "
     "FROM rollout_devices WHERE rollout = $1";
-constexpr const char* kCountKeys[] = {"offered", "downloading", "verifying",  "installing",
-                                      "success", "failed",      "rejected",   "rolled_back"};
+constexpr const char* kCountKeys[] = {"offered", "downloading", "verifying", "installing",
+                                      "success", "failed",      "rejected",  "rolled_back"};
 // FOR UPDATE: two operators changing one rollout at once are serialised, not interleaved.
 constexpr const char* kLockRollout =
     "SELECT target::text, state FROM rollouts WHERE id = $1 FOR UPDATE";
@@ -90,25 +94,30 @@ constexpr const char* kSetRolloutState =
     "UPDATE rollouts SET state = $2, reason = $3, updated_at = now() WHERE id = $1";
 
 // ---- devices, status reports, events
-#define OTTER_DEVICE_SELECT                                                      \
-  "SELECT seq, id, model, version, attrs::text AS attrs, " OTTER_MS("first_seen") \
-  " AS first_seen, " OTTER_MS("last_seen") " AS last_seen FROM devices "
-
-constexpr const char* kGetDevice = OTTER_DEVICE_SELECT "WHERE id = $1";
+constexpr const char* kGetDevice =
+    "SELECT seq, id, model, version, attrs::text AS attrs, "
+    "  floor(extract(epoch FROM first_seen) * 1000)::bigint AS first_seen_ms, "
+    "  floor(extract(epoch FROM last_seen) * 1000)::bigint AS last_seen_ms "
+    "FROM devices WHERE id = $1";
 constexpr const char* kListDevices =
-    OTTER_DEVICE_SELECT
+    "SELECT seq, id, model, version, attrs::text AS attrs, "
+    "  floor(extract(epoch FROM first_seen) * 1000)::bigint AS first_seen_ms, "
+    "  floor(extract(epoch FROM last_seen) * 1000)::bigint AS last_seen_ms "
+    "FROM devices "
     "WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR version = $2) "
     "  AND ($3::bigint IS NULL OR seq > $3) "
     "ORDER BY seq LIMIT $4";
 constexpr const char* kListStatus =
-    "SELECT id, device, rollout, version, state, progress, error, " OTTER_MS("at")
-    " AS at FROM status_reports "
+    "SELECT id, device, rollout, version, state, progress, error, "
+    "  floor(extract(epoch FROM at) * 1000)::bigint AS at_ms "
+    "FROM status_reports "
     "WHERE ($1::text IS NULL OR device = $1) AND ($2::bigint IS NULL OR rollout = $2) "
     "  AND ($3::text IS NULL OR state = $3) AND ($4::bigint IS NULL OR id < $4) "
     "ORDER BY id DESC LIMIT $5";
 constexpr const char* kListEvents =
-    "SELECT id, " OTTER_MS("at")
-    " AS at, kind, device, actor, rollout, data::text AS data FROM events "
+    "SELECT id, floor(extract(epoch FROM at) * 1000)::bigint AS at_ms, kind, device, actor, "
+    "  rollout, data::text AS data "
+    "FROM events "
     "WHERE ($1::text IS NULL OR device = $1) AND ($2::text IS NULL OR kind = $2) "
     "  AND ($3::bigint IS NULL OR at >= to_timestamp($3)) AND ($4::bigint IS NULL OR id < $4) "
     "ORDER BY id DESC LIMIT $5";
@@ -126,17 +135,14 @@ constexpr const char* kAllRolloutDevices =
     "JOIN rollouts r ON r.id = rd.rollout JOIN releases rel ON rel.id = r.release_id "
     "ORDER BY rd.device, rd.rollout";
 
-#undef OTTER_DEVICE_SELECT
-#undef OTTER_ROLLOUT_SELECT
-#undef OTTER_RELEASE_COLUMNS
-#undef OTTER_MS
-
 template <class T>
 struct is_result : std::false_type {};
 template <class T>
 struct is_result<result<T>> : std::true_type {};
 
-int clamp_limit(int limit) { return std::clamp(limit, 1, protocol::kMaxPageLimit); }
+int clamp_limit(int limit) {
+  return std::clamp(limit, 1, protocol::kMaxPageLimit);
+}
 
 // The query fetched limit + 1 rows: the extra one only says that a next page exists.
 template <class ToJson>
@@ -170,7 +176,7 @@ nlohmann::json release_json(const pqxx::row& r) {
   j["notes"] = detail::string_or_null(r["notes"]);
   j["signed"] = !r["image_sig"].is_null();
   j["image_sig"] = detail::string_or_null(r["image_sig"]);
-  j["created_at"] = detail::time_or_null(r["created"]);
+  j["created_at"] = detail::time_or_null(r["created_ms"]);
   return j;
 }
 
@@ -185,8 +191,8 @@ nlohmann::json rollout_json(const pqxx::row& r) {
   j["allow_downgrade"] = r["allow_downgrade"].as<bool>();
   j["reason"] = detail::string_or_null(r["reason"]);
   j["created_by"] = r["created_by"].as<std::string>();
-  j["created_at"] = detail::time_or_null(r["created"]);
-  j["updated_at"] = detail::time_or_null(r["updated"]);
+  j["created_at"] = detail::time_or_null(r["created_ms"]);
+  j["updated_at"] = detail::time_or_null(r["updated_ms"]);
   return j;
 }
 
@@ -196,8 +202,8 @@ nlohmann::json device_json(const pqxx::row& r) {
   j["model"] = r["model"].as<std::string>();
   j["version"] = r["version"].as<std::string>();
   j["attrs"] = detail::parse_json(r["attrs"]);
-  j["first_seen"] = detail::time_or_null(r["first_seen"]);
-  j["last_seen"] = detail::time_or_null(r["last_seen"]);
+  j["first_seen"] = detail::time_or_null(r["first_seen_ms"]);
+  j["last_seen"] = detail::time_or_null(r["last_seen_ms"]);
   return j;
 }
 
@@ -207,17 +213,17 @@ nlohmann::json status_json(const pqxx::row& r) {
   j["rollout"] = detail::string_or_null(r["rollout"]);  // ids are strings on the wire
   j["version"] = r["version"].as<std::string>();
   j["state"] = r["state"].as<std::string>();
-  j["progress"] = r["progress"].is_null() ? nlohmann::json(nullptr)
-                                          : nlohmann::json(r["progress"].as<int>());
+  j["progress"] =
+      r["progress"].is_null() ? nlohmann::json(nullptr) : nlohmann::json(r["progress"].as<int>());
   j["error"] = detail::string_or_null(r["error"]);
-  j["at"] = detail::time_or_null(r["at"]);
+  j["at"] = detail::time_or_null(r["at_ms"]);
   return j;
 }
 
 nlohmann::json event_json(const pqxx::row& r) {
   event_record e;
   e.id = r["id"].as<std::int64_t>();
-  e.at = detail::from_epoch_ms(r["at"].as<std::int64_t>());
+  e.at = detail::from_epoch_ms(r["at_ms"].as<std::int64_t>());
   e.kind = r["kind"].as<std::string>();
   e.device = detail::opt_string(r["device"]);
   e.actor = detail::opt_string(r["actor"]);

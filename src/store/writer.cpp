@@ -121,8 +121,8 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
                         {"device", opt(e.device)},
                         {"actor", opt(e.actor)},
                         {"rollout", opt(e.rollout)},
-                        {"instance", e.instance.empty() ? nlohmann::json(nullptr)
-                                                        : nlohmann::json(e.instance)},
+                        {"instance",
+                         e.instance.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.instance)},
                         {"data", e.data}});
       }
     }
@@ -136,7 +136,8 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
   for (std::size_t i = 0; i < count; ++i) {
     for (const auto& d : batch[i].devices) {
       const auto [it, fresh] = device_index.try_emplace(d.id, devices.size());
-      if (fresh) devices.push_back(device_row{d.id, d.model, d.version, std::nullopt, d.seen, d.seen});
+      if (fresh)
+        devices.push_back(device_row{d.id, d.model, d.version, std::nullopt, d.seen, d.seen});
       auto& row = devices[it->second];
       if (!fresh) {
         row.first_seen = std::min(row.first_seen, d.seen);
@@ -214,7 +215,9 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
 writer::writer(std::string db_url, std::size_t queue_limit, recorded_handler on_recorded)
     : db_url_(std::move(db_url)), limit_(queue_limit), on_recorded_(std::move(on_recorded)) {}
 
-writer::~writer() { stop(); }
+writer::~writer() {
+  stop();
+}
 
 void writer::start() {
   std::lock_guard lock(mu_);
@@ -356,8 +359,7 @@ void writer::run() {
 
       if (doubtful_xact) {
         pqxx::work tx{db->conn, "otter_writer_check"};
-        const auto status =
-            detail::opt_string(tx.exec_params(kXactStatus, *doubtful_xact)[0][0]);
+        const auto status = detail::opt_string(tx.exec_params(kXactStatus, *doubtful_xact)[0][0]);
         tx.commit();
         if (status && *status == "in progress") {
           // The old backend has not finished its COMMIT yet: ask again shortly.
@@ -366,6 +368,8 @@ void writer::run() {
         }
         const auto sets = doubtful_sets;
         doubtful_xact.reset();
+        spdlog::info("store: writer: the transaction whose COMMIT was lost {}",
+                     status && *status == "committed" ? "committed" : "did not commit; rewriting");
         if (status && *status == "committed") {
           complete(batch, sets, false);
           continue;
@@ -383,15 +387,16 @@ void writer::run() {
             complete(batch, 1, false);
           } catch (const pqxx::sql_error& e) {
             if (!detail::is_data_error(e)) throw;
-            spdlog::warn("store: writer: PostgreSQL refused a record set of {} records; dropped: {}",
-                         batch.front().size(), detail::first_line(e.what()));
+            spdlog::warn(
+                "store: writer: PostgreSQL refused a record set of {} records; dropped: {}",
+                batch.front().size(), detail::first_line(e.what()));
             complete(batch, 1, true);
           }
         }
       }
       backoff = kBackoffMin;
       continue;
-    } catch (const pqxx::in_doubt_error& e) {
+    } catch (const pqxx::in_doubt_error&) {
       doubtful_xact = xact;
       doubtful_sets = one_by_one ? 1 : batch.size();
       spdlog::warn("store: writer: connection lost during COMMIT; will check its outcome");

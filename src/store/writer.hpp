@@ -18,11 +18,11 @@
 namespace otter::store {
 
 struct writer_stats {
-  std::size_t queued = 0;        // records waiting now
-  std::uint64_t written = 0;     // records written since start
+  std::size_t queued = 0;     // records waiting now
+  std::uint64_t written = 0;  // records written since start
   std::uint64_t batches = 0;
-  std::uint64_t rejected = 0;    // submits refused because the queue was full
-  std::uint64_t dropped = 0;     // rows PostgreSQL refused individually (logged; should stay 0)
+  std::uint64_t rejected = 0;  // submits refused because the queue was full
+  std::uint64_t dropped = 0;   // rows PostgreSQL refused individually (logged; should stay 0)
   bool connected = false;
 };
 

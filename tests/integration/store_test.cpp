@@ -158,9 +158,9 @@ class tcp_proxy {
  private:
   int connect_upstream() const {
     if (upstream_host_.empty() || upstream_host_[0] == '/') {
-      const auto path = (upstream_host_.empty() ? std::string{"/var/run/postgresql"}
-                                                : upstream_host_) +
-                        "/.s.PGSQL." + upstream_port_;
+      const auto path =
+          (upstream_host_.empty() ? std::string{"/var/run/postgresql"} : upstream_host_) +
+          "/.s.PGSQL." + upstream_port_;
       const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
       sockaddr_un a{};
       a.sun_family = AF_UNIX;
@@ -174,8 +174,7 @@ class tcp_proxy {
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     addrinfo* res = nullptr;
-    if (::getaddrinfo(upstream_host_.c_str(), upstream_port_.c_str(), &hints, &res) != 0)
-      return -1;
+    if (::getaddrinfo(upstream_host_.c_str(), upstream_port_.c_str(), &hints, &res) != 0) return -1;
     int fd = -1;
     for (auto* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
       fd = ::socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
@@ -467,14 +466,14 @@ TEST_F(StoreTest, WriterWritesEveryKindAndIdsFollowSubmitOrder) {
   {
     std::lock_guard lock(mu);
     ASSERT_EQ(recorded.size(), 16u);
-    for (std::size_t i = 1; i < recorded.size(); ++i)
-      EXPECT_LT(recorded[i - 1].id, recorded[i].id);
+    for (std::size_t i = 1; i < recorded.size(); ++i) EXPECT_LT(recorded[i - 1].id, recorded[i].id);
     EXPECT_EQ(recorded[0].kind, "check");
     EXPECT_EQ(recorded[1].rollout, 7);
   }
-  const auto evs = query(url(), "SELECT id, data->>'n', kind, device, rollout, instance, "
-                                "to_char(at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS') FROM events "
-                                "ORDER BY id");
+  const auto evs = query(url(),
+                         "SELECT id, data->>'n', kind, device, rollout, instance, "
+                         "to_char(at AT TIME ZONE 'UTC', 'HH24:MI:SS.MS') FROM events "
+                         "ORDER BY id");
   ASSERT_EQ(evs.size(), 16u);
   EXPECT_EQ(evs[0][1].as<std::string>(), "1");
   EXPECT_EQ(evs[0][2].as<std::string>(), "check");
@@ -491,8 +490,9 @@ TEST_F(StoreTest, WriterWritesEveryKindAndIdsFollowSubmitOrder) {
   EXPECT_EQ(dev[0][0].as<std::string>(), "esp32");
   EXPECT_EQ(dev[0][2].as<std::string>(), "w3");
 
-  const auto sr = query(url(), "SELECT state, progress, error, rollout FROM status_reports "
-                               "ORDER BY id");
+  const auto sr = query(url(),
+                        "SELECT state, progress, error, rollout FROM status_reports "
+                        "ORDER BY id");
   ASSERT_EQ(sr.size(), 2u);
   EXPECT_EQ(sr[0][0].as<std::string>(), "downloading");
   EXPECT_EQ(sr[0][1].as<int>(), 42);
@@ -513,7 +513,7 @@ TEST_F(StoreTest, WriterDeviceUpsertKeepsEarliestFirstSeenAndLatestValues) {
   // One batch (submitted before start): the same device several times, out of time order.
   store::record_set a, b, c;
   a.devices.push_back({"d1", "m1", "1.0.0", true, {{"k", "a"}}, at(10)});
-  b.devices.push_back({"d1", "m1", "0.9.0", false, {}, at(5)});  // older: no model/version
+  b.devices.push_back({"d1", "m1", "0.9.0", false, {}, at(5)});   // older: no model/version
   c.devices.push_back({"d1", "m2", "1.1.0", false, {}, at(20)});  // newer, no attrs
   c.devices.push_back({"d2", "m1", "2.0.0", false, {}, at(1)});
   ASSERT_TRUE(w.submit(std::move(a)));
@@ -540,9 +540,10 @@ TEST_F(StoreTest, WriterDeviceUpsertKeepsEarliestFirstSeenAndLatestValues) {
   d.devices.push_back({"d1", "m3", "0.1.0", false, {}, at(2)});
   ASSERT_TRUE(w.submit(std::move(d)));
   ASSERT_TRUE(w.flush(10s));
-  rows = query(url(), "SELECT model, version, attrs::text, "
-                      "to_char(first_seen AT TIME ZONE 'UTC', 'MI:SS') FROM devices "
-                      "WHERE id = 'd1'");
+  rows = query(url(),
+               "SELECT model, version, attrs::text, "
+               "to_char(first_seen AT TIME ZONE 'UTC', 'MI:SS') FROM devices "
+               "WHERE id = 'd1'");
   EXPECT_EQ(rows[0][0].as<std::string>(), "m2");
   EXPECT_EQ(rows[0][1].as<std::string>(), "1.1.0");
   EXPECT_EQ(rows[0][2].as<std::string>(), R"({"k": "a"})");
@@ -572,10 +573,11 @@ TEST_F(StoreTest, WriterRolloutDeviceOfferNeverOverwritesAStatus) {
   auto row = [&](std::int64_t rollout, const std::string& dev) {
     pqxx::connection c{url()};
     pqxx::work tx{c};
-    return tx.exec_params1("SELECT state, to_char(offered_at AT TIME ZONE 'UTC', 'MI:SS'), "
-                           "to_char(updated_at AT TIME ZONE 'UTC', 'MI:SS') "
-                           "FROM rollout_devices WHERE rollout = $1 AND device = $2",
-                           rollout, dev);
+    return tx.exec_params1(
+        "SELECT state, to_char(offered_at AT TIME ZONE 'UTC', 'MI:SS'), "
+        "to_char(updated_at AT TIME ZONE 'UTC', 'MI:SS') "
+        "FROM rollout_devices WHERE rollout = $1 AND device = $2",
+        rollout, dev);
   };
   submit_rd(1, "a", "offered", 1);
   EXPECT_EQ(row(1, "a")[0].as<std::string>(), "offered");
@@ -945,9 +947,9 @@ TEST_F(StoreTest, RolloutCreateGetAndCounts) {
 
   auto g = repo->get_rollout(id, true);
   ASSERT_TRUE(g) << g.error().message;
-  const nlohmann::json zero = {{"offered", 0}, {"downloading", 0}, {"verifying", 0},
-                               {"installing", 0}, {"success", 0}, {"failed", 0},
-                               {"rejected", 0}, {"rolled_back", 0}};
+  const nlohmann::json zero = {{"offered", 0},    {"downloading", 0}, {"verifying", 0},
+                               {"installing", 0}, {"success", 0},     {"failed", 0},
+                               {"rejected", 0},   {"rolled_back", 0}};
   EXPECT_EQ((*g)["counts"], zero);
 
   store::writer w(url(), 1000);
@@ -956,7 +958,7 @@ TEST_F(StoreTest, RolloutCreateGetAndCounts) {
   s.rollout_devices.push_back({id, "a", "offered", at(1)});
   s.rollout_devices.push_back({id, "b", "offered", at(1)});
   s.rollout_devices.push_back({id, "c", "offered", at(1)});
-  s.rollout_devices.push_back({id, "d", "success", at(1)});  // reported without an offer
+  s.rollout_devices.push_back({id, "d", "success", at(1)});     // reported without an offer
   s.rollout_devices.push_back({id + 1, "a", "failed", at(1)});  // another rollout
   ASSERT_TRUE(w.submit(std::move(s)));
   store::record_set s2;
@@ -1106,10 +1108,14 @@ TEST_F(StoreTest, DevicesStatusAndEventsListing) {
   for (int i = 0; i < 12; ++i) {
     store::record_set s;
     const auto dev = "dev-" + std::to_string(i);
-    s.devices.push_back({dev, i < 8 ? "esp32" : "esp8266", i % 2 ? "1.0.0" : "1.1.0", i == 0,
-                         {{"site", "a"}}, at(i)});
-    s.statuses.push_back({dev, i % 3 == 0 ? std::optional<std::int64_t>{5} : std::nullopt,
-                          "1.1.0", i % 2 ? "downloading" : "success",
+    s.devices.push_back({dev,
+                         i < 8 ? "esp32" : "esp8266",
+                         i % 2 ? "1.0.0" : "1.1.0",
+                         i == 0,
+                         {{"site", "a"}},
+                         at(i)});
+    s.statuses.push_back({dev, i % 3 == 0 ? std::optional<std::int64_t>{5} : std::nullopt, "1.1.0",
+                          i % 2 ? "downloading" : "success",
                           i % 2 ? std::optional<int>{i} : std::nullopt, std::nullopt, at(i)});
     s.events.push_back(event(i % 2 ? "check" : "status", i, dev, std::nullopt, at(i * 10)));
     ASSERT_TRUE(w.submit(std::move(s)));
@@ -1215,10 +1221,10 @@ TEST_F(StoreTest, LoadCatalogRoundTrip) {
   add_release(*repo, "esp32", "1.2.0-rc.1", 2);
   add_release(*repo, "esp8266", "2.0.0", 3);
   const auto r1 = create_rollout(*repo, "esp32", "1.1.0", {{"type", "percent"}, {"percent", 5}});
-  const auto r2 = create_rollout(*repo, "esp32", "1.2.0-rc.1",
-                                 {{"type", "devices"}, {"ids", {"a", "b"}}});
-  const auto r3 = create_rollout(*repo, "esp8266", "2.0.0",
-                                 {{"type", "group"}, {"attrs", {{"site", "w3"}}}});
+  const auto r2 =
+      create_rollout(*repo, "esp32", "1.2.0-rc.1", {{"type", "devices"}, {"ids", {"a", "b"}}});
+  const auto r3 =
+      create_rollout(*repo, "esp8266", "2.0.0", {{"type", "group"}, {"attrs", {{"site", "w3"}}}});
   const auto r4 = create_rollout(*repo, "esp8266", "2.0.0", {{"type", "all"}});
   ASSERT_TRUE(repo->set_rollout_state(r3, protocol::rollout_state::paused, {}, "a"));
   ASSERT_TRUE(repo->set_rollout_state(r4, protocol::rollout_state::cancelled, {}, "a"));
@@ -1348,8 +1354,7 @@ TEST_F(StoreTest, ListenerReconnects) {
   auto repo = open_repo();
   tcp_proxy proxy(db_->admin_url());
   std::atomic<int> changes{0};
-  store::listener l(test::url_with_host_port(url(), "127.0.0.1", proxy.port()),
-                    [&] { ++changes; });
+  store::listener l(test::url_with_host_port(url(), "127.0.0.1", proxy.port()), [&] { ++changes; });
   l.start();
   ASSERT_TRUE(eventually([&] { return changes.load() >= 1; }));
   proxy.set_up(false);

@@ -100,7 +100,9 @@ broker_process::~broker_process() {
   std::filesystem::remove_all(dir_, ec);
 }
 
-std::string broker_process::uri() const { return "tcp://127.0.0.1:" + std::to_string(port_); }
+std::string broker_process::uri() const {
+  return "tcp://127.0.0.1:" + std::to_string(port_);
+}
 
 std::string broker_process::log() const {
   std::ifstream in(dir_ / "mosquitto.log");
@@ -129,7 +131,8 @@ void broker_process::start() {
   argv.push_back(nullptr);
 
   pid_t pid = -1;
-  int rc = ::posix_spawn(&pid, options_.executable.c_str(), &actions, nullptr, argv.data(), environ);
+  int rc =
+      ::posix_spawn(&pid, options_.executable.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
     errno = rc;

@@ -11,6 +11,15 @@
 #include <random>
 #include <stdexcept>
 
+// libpqxx 6.4 leaks the PGresult of a query during which the connection breaks (make_result()
+// asks the dead connection for its encoding, which throws before the result is owned; fixed
+// in libpqxx 7). Tests that cut connections on purpose would fail LeakSanitizer for it. The
+// stacks stop inside libpq (built without frame pointers), so the match is on the allocator
+// of PGresults: nothing in otter calls libpq directly, every result it sees is libpqxx's.
+extern "C" const char* __lsan_default_suppressions() {
+  return "leak:PQmakeEmptyPGresult\n";
+}
+
 namespace otter::test {
 namespace {
 
@@ -68,8 +77,8 @@ scratch_db::scratch_db() : admin_url_(admin_db_url()) {
   std::random_device rd;
   char suffix[16];
   std::snprintf(suffix, sizeof suffix, "%06x", rd() & 0xffffffU);
-  name_ = "otter_t_" + std::to_string(::getpid()) + "_" + std::to_string(g_counter++) + "_" +
-          suffix;
+  name_ =
+      "otter_t_" + std::to_string(::getpid()) + "_" + std::to_string(g_counter++) + "_" + suffix;
   url_ = url_with_database(admin_url_, name_);
   pqxx::connection admin{admin_url_};
   pqxx::nontransaction tx{admin};  // CREATE DATABASE cannot run inside a transaction

@@ -1,0 +1,201 @@
+#include "service/chunk_server.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <spdlog/spdlog.h>
+
+#include "service/manifest.hpp"
+
+namespace otter::service {
+
+chunk_server::chunk_server(const protocol::topics& topics, image_store& images, outbox& out,
+                           recorder& records, const clock& time, metrics& counters,
+                           chunk_settings settings, std::string instance)
+    : topics_(topics),
+      images_(images),
+      out_(out),
+      records_(records),
+      time_(time),
+      counters_(counters),
+      s_(settings),
+      instance_(std::move(instance)) {}
+
+chunk_server::~chunk_server() {
+  stop();
+  for (auto& [sha, fd] : fds_) ::close(fd);
+}
+
+void chunk_server::start() {
+  for (int i = 0; i < std::max(1, s_.workers); ++i) workers_.emplace_back([this] { run(); });
+}
+
+void chunk_server::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+  workers_.clear();
+}
+
+void chunk_server::authorize(const std::string& device, const std::string& sha256,
+                             std::uint64_t size, std::int64_t rollout) {
+  std::lock_guard lock(mu_);
+  auto& files = grants_[device];
+  auto& g = files[chunk_file_id(sha256)];
+  if (g.sha256 != sha256) g = grant{};
+  g.sha256 = sha256;
+  g.size = size;
+  g.rollout = rollout;
+  g.offered = time_.now();
+  // A device holds few grants: drop expired ones whenever it gets a new one.
+  for (auto it = files.begin(); it != files.end();)
+    it = g.offered - it->second.offered > s_.offer_validity ? files.erase(it) : std::next(it);
+}
+
+std::uint64_t chunk_server::inflight_bytes() const {
+  std::lock_guard lock(mu_);
+  return total_inflight_;
+}
+
+result<void> chunk_server::request(const std::string& device, const protocol::chunk_request_msg& m) {
+  if (m.len > s_.max)
+    return make_error(errc::bad_request, "\"len\" " + std::to_string(m.len) +
+                                             " is above the manifest's chunk.max " +
+                                             std::to_string(s_.max));
+  if (m.count > s_.window)
+    return make_error(errc::bad_request, "\"count\" " + std::to_string(m.count) +
+                                             " is above the manifest's chunk.window " +
+                                             std::to_string(s_.window));
+  std::string file = m.file;
+  std::transform(file.begin(), file.end(), file.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::lock_guard lock(mu_);
+  auto d = grants_.find(device);
+  const grant* g = nullptr;
+  if (d != grants_.end()) {
+    auto f = d->second.find(file);
+    if (f != d->second.end()) g = &f->second;
+  }
+  // Whether or not the file exists: a device learns nothing about files it was not offered.
+  if (!g) return make_error(errc::forbidden, "file " + m.file + " was not offered to this device");
+  if (time_.now() - g->offered > s_.offer_validity)
+    return make_error(errc::forbidden, "the offer of file " + m.file + " expired; check again");
+  if (m.offset >= g->size)
+    return make_error(errc::range, "\"offset\" " + std::to_string(m.offset) +
+                                       " is at or past the end of the file (" +
+                                       std::to_string(g->size) + " bytes)");
+  const std::uint64_t remaining = g->size - m.offset;
+  const std::uint64_t bytes =
+      std::min<std::uint64_t>(remaining, std::uint64_t(m.len) * m.count);
+  auto& mine = device_inflight_[device];
+  if (mine + bytes > s_.device_inflight_cap)
+    return make_error(errc::rate_limited,
+                      "too many chunks requested and not yet sent; wait for them, then ask again");
+  if (total_inflight_ + bytes > s_.total_inflight_cap)
+    return make_error(errc::rate_limited, "the server is busy sending; ask again shortly");
+  mine += bytes;
+  total_inflight_ += bytes;
+  queue_.push_back(job{device, file, g->sha256, g->size, m.offset, m.len, m.count, bytes,
+                       g->rollout});
+  cv_.notify_one();
+  return {};
+}
+
+void chunk_server::run() {
+  for (;;) {
+    job j;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      j = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    try {
+      serve(j);
+    } catch (const std::exception& e) {
+      spdlog::error("decision=chunk_failed device={} file={} error=\"{}\"", j.device, j.file,
+                    e.what());
+    }
+    std::lock_guard lock(mu_);
+    auto it = device_inflight_.find(j.device);
+    if (it != device_inflight_.end()) {
+      it->second -= std::min(it->second, j.bytes);
+      if (it->second == 0) device_inflight_.erase(it);
+    }
+    total_inflight_ -= std::min(total_inflight_, j.bytes);
+  }
+}
+
+int chunk_server::open_image(const std::string& sha256) {
+  std::lock_guard lock(fd_mu_);
+  auto it = fds_.find(sha256);
+  if (it != fds_.end()) return it->second;
+  const int fd = ::open(images_.path_of(sha256).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) fds_[sha256] = fd;
+  return fd;
+}
+
+void chunk_server::serve(const job& j) {
+  const int fd = open_image(j.sha256);
+  if (fd < 0) {
+    spdlog::error("decision=chunk_failed device={} file={} reason=\"image file missing\"",
+                  j.device, j.file);
+    nlohmann::json err = {{"code", "internal"}, {"message", "the image cannot be read"}};
+    out_.publish(topics_.error(j.device), err.dump(), 1, false);
+    return;
+  }
+  std::string buf;
+  std::uint64_t offset = j.offset;
+  for (std::uint32_t i = 0; i < j.count && offset < j.size; ++i) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(j.len, j.size - offset));
+    buf.resize(n);
+    std::size_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::pread(fd, buf.data() + got, n - got, static_cast<off_t>(offset + got));
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) throw std::runtime_error("short read from the image file");
+      got += static_cast<std::size_t>(r);
+    }
+    out_.publish(topics_.chunk(j.device, j.file, offset), buf, 1, false);
+    offset += n;
+  }
+  record_progress(j, offset);
+}
+
+void chunk_server::record_progress(const job& j, std::uint64_t end) {
+  // 0 is the start, 4 the end; an event for each one reached for the first time.
+  const int reached = end >= j.size ? 4 : static_cast<int>((end * 4) / j.size);
+  int from = 0;
+  {
+    std::lock_guard lock(mu_);
+    auto d = grants_.find(j.device);
+    if (d == grants_.end()) return;
+    auto f = d->second.find(j.file);
+    if (f == d->second.end() || reached <= f->second.quarter_recorded) return;
+    from = f->second.quarter_recorded + 1;
+    f->second.quarter_recorded = reached;
+  }
+  store::record_set set;
+  for (int q = from; q <= reached; ++q) {
+    store::event_record e;
+    e.at = time_.now();
+    e.kind = "chunk";
+    e.device = j.device;
+    e.rollout = j.rollout;
+    e.instance = instance_;
+    e.data = {{"file", j.file}, {"progress", q * 25}, {"size", j.size}};
+    set.events.push_back(std::move(e));
+  }
+  if (!records_.submit(std::move(set))) counters_.unavailable++;
+  spdlog::info("decision=download_progress device={} file={} progress={}", j.device, j.file,
+               reached * 25);
+}
+
+}  // namespace otter::service

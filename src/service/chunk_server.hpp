@@ -1,0 +1,103 @@
+#pragma once
+// Image download over MQTT (PROTOCOL.md "chunk request"). Requests are checked on the MQTT
+// callback thread; the bytes are read with pread and published by worker threads, within
+// caps on the bytes in flight per device and in total, so a thousand devices downloading at
+// once cannot make the service's memory grow without bound.
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "protocol/error.hpp"
+#include "protocol/messages.hpp"
+#include "protocol/topics.hpp"
+#include "service/clock.hpp"
+#include "service/image_store.hpp"
+#include "service/metrics.hpp"
+#include "service/ports.hpp"
+
+namespace otter::service {
+
+struct chunk_settings {
+  std::uint32_t max = 4096;    // chunk.max of every manifest
+  std::uint32_t window = 16;   // chunk.window of every manifest
+  std::chrono::seconds offer_validity{3600};  // a device may fetch a file this long after its offer
+  std::uint64_t device_inflight_cap = 1024 * 1024;        // bytes queued for one device
+  std::uint64_t total_inflight_cap = 64ull * 1024 * 1024;  // bytes queued for all devices
+  int workers = 2;
+};
+
+class chunk_server {
+ public:
+  chunk_server(const protocol::topics& topics, image_store& images, outbox& out, recorder& records,
+               const clock& time, metrics& counters, chunk_settings settings,
+               std::string instance);
+  ~chunk_server();
+  void start();
+  void stop();
+
+  // An offer for this image was made to the device: it may now fetch the file.
+  void authorize(const std::string& device, const std::string& sha256, std::uint64_t size,
+                 std::int64_t rollout);
+  // Checks the request against the protocol's rules and the device's grants, then queues it.
+  // Errors: bad_request (len/count above the manifest's), forbidden (file not offered to this
+  // device, or the offer expired), range (offset at or past the end), rate_limited (caps).
+  result<void> request(const std::string& device, const protocol::chunk_request_msg& m);
+
+  std::uint64_t inflight_bytes() const;
+
+ private:
+  struct grant {
+    std::string sha256;
+    std::uint64_t size = 0;
+    std::int64_t rollout = 0;
+    clock::time_point offered;
+    int quarter_recorded = -1;  // 0..4: start, 25 %, 50 %, 75 %, end
+  };
+  struct job {
+    std::string device;
+    std::string file;
+    std::string sha256;
+    std::uint64_t size = 0;
+    std::uint64_t offset = 0;
+    std::uint32_t len = 0;
+    std::uint32_t count = 0;
+    std::uint64_t bytes = 0;  // what this job adds to the in-flight counters
+    std::int64_t rollout = 0;
+  };
+  void run();
+  void serve(const job& j);
+  int open_image(const std::string& sha256);
+  void record_progress(const job& j, std::uint64_t end);
+
+  const protocol::topics& topics_;
+  image_store& images_;
+  outbox& out_;
+  recorder& records_;
+  const clock& time_;
+  metrics& counters_;
+  chunk_settings s_;
+  std::string instance_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::unordered_map<std::string, std::map<std::string, grant>> grants_;  // device -> file -> grant
+  std::unordered_map<std::string, std::uint64_t> device_inflight_;
+  std::uint64_t total_inflight_ = 0;
+  std::deque<job> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+
+  std::mutex fd_mu_;
+  std::unordered_map<std::string, int> fds_;  // sha256 -> open image
+};
+
+}  // namespace otter::service
