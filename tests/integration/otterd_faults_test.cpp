@@ -1,0 +1,164 @@
+// Faults: the broker restarts, PostgreSQL goes away, the record queue fills up, a second
+// instance shares the database. otterd must keep its promises through each.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "support/broker_process.hpp"
+#include "support/harness.hpp"
+#include "support/tcp_proxy.hpp"
+
+namespace otter::test {
+namespace {
+
+const std::string kModel = "esp32-devkitc";
+
+std::size_t count_events(operator_client& op, const nlohmann::json& filter) {
+  std::size_t n = 0;
+  nlohmann::json args = filter;
+  args["limit"] = 1000;
+  for (;;) {
+    auto r = op.cmd("events.list", args);
+    if (r.value("ok", false) != true) return SIZE_MAX;
+    n += r["result"]["items"].size();
+    if (r["result"]["next"].is_null()) return n;
+    args["after"] = r["result"]["next"];
+  }
+}
+
+bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  const auto until = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < until) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return pred();
+}
+
+class faults_test : public otter_fixture {};
+
+TEST_F(faults_test, broker_restart_reconnects_and_resubscribes) {
+  // Our own broker, so that it can be killed without disturbing anyone.
+  broker_process broker;
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  env_.mqtt_url = broker.uri();
+  start_otterd();
+  device d(env_, *topics_, "bk-1");
+  d.connect_started();
+  ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+  broker.restart();
+  ASSERT_TRUE(eventually(
+      [&] {
+        const auto log = otterd_->log();
+        std::size_t n = 0;
+        for (auto at = log.find("decision=mqtt_connected"); at != std::string::npos;
+             at = log.find("decision=mqtt_connected", at + 1))
+          ++n;
+        return n >= 2;
+      },
+      30s))
+      << otterd_->log();
+  d.connect_started();  // the device's own client reconnects too
+  auto o = d.check(*pub_, kModel, "1.0.0");
+  ASSERT_TRUE(o) << "no answer after the broker restart";
+  EXPECT_TRUE(o->signature_ok);
+}
+
+TEST_F(faults_test, database_outage_checks_still_answered_and_records_kept) {
+  add_release(kModel, "1.1.0", "image-bytes");
+  create_rollout(kModel, "1.1.0", {{"type", "all"}});
+  tcp_proxy proxy(db_->admin_url());
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd({{"OTTER_DB_URL", url_with_host_port(db_->url(), "127.0.0.1", proxy.port())}});
+  admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+  device d(env_, *topics_, "db-1");
+  d.connect_started();
+  ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+
+  proxy.set_up(false);
+  for (int i = 0; i < 10; ++i) {
+    auto o = d.check(*pub_, kModel, "1.0.0");
+    ASSERT_TRUE(o) << "check " << i << " not answered while PostgreSQL is away";
+    EXPECT_EQ(o->answer["update"], true);
+  }
+  d.status({{"version", "1.1.0"}, {"state", "success"}});
+  auto r = admin_->cmd("device.list");
+  EXPECT_EQ(r["error"]["code"], "unavailable") << r.dump();
+
+  proxy.set_up(true);
+  // 11 checks + 11 offers + 1 status, all written once PostgreSQL is back.
+  EXPECT_TRUE(eventually([&] { return count_events(*admin_, {{"device", "db-1"}}) == 23; }, 30s))
+      << count_events(*admin_, {{"device", "db-1"}});
+  auto dev = admin_->cmd("device.get", {{"id", "db-1"}});
+  EXPECT_EQ(dev["result"]["version"], "1.1.0");
+}
+
+TEST_F(faults_test, full_queue_answers_unavailable_instead_of_losing_records) {
+  tcp_proxy proxy(db_->admin_url());
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd({{"OTTER_DB_URL", url_with_host_port(db_->url(), "127.0.0.1", proxy.port())},
+                {"OTTER_QUEUE_LIMIT", "1000"}});
+  device d(env_, *topics_, "q-1");
+  d.connect_started();
+  ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+  proxy.set_up(false);
+  int answered = 0;
+  bool refused = false;
+  for (int i = 0; i < 600 && !refused; ++i) {
+    auto o = d.check(*pub_, kModel, "1.0.0");
+    if (o) {
+      ++answered;
+    } else {
+      ASSERT_TRUE(d.last_error.is_object()) << d.last_error.dump();
+      EXPECT_EQ(d.last_error["code"], "unavailable");
+      refused = true;
+    }
+  }
+  EXPECT_TRUE(refused) << "the queue bound was never reached";
+  EXPECT_GT(answered, 200);
+  proxy.set_up(true);
+  admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+  // Every answered check left its check and offer events; nothing was dropped silently.
+  const std::size_t expected = 2 * (static_cast<std::size_t>(answered) + 1);
+  EXPECT_TRUE(eventually(
+      [&] { return count_events(*admin_, {{"device", "q-1"}, {"kind", "offer"}}) * 2 >= expected; },
+      30s));
+  EXPECT_EQ(count_events(*admin_, {{"device", "q-1"}, {"kind", "check"}}), answered + 1u);
+  EXPECT_EQ(count_events(*admin_, {{"device", "q-1"}, {"kind", "offer"}}), answered + 1u);
+}
+
+TEST_F(faults_test, a_second_instance_sees_a_command_within_a_second) {
+  add_release(kModel, "1.1.0", "two-instances");
+  // Both instances split the device topics through a shared subscription.
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd({{"OTTER_SHARE_GROUP", "otter"}});
+  auto env2 = otterd_env();
+  env2["OTTER_SHARE_GROUP"] = "otter";
+  env2["OTTER_INSTANCE"] = instance_ + "-b";
+  env2["OTTER_MQTT_CLIENT_ID"] = "otterd-" + instance_ + "-b";
+  otterd_process second(env2, dir_);
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+  create_rollout(kModel, "1.1.0", {{"type", "all"}});
+  std::this_thread::sleep_for(1s);
+  std::vector<std::unique_ptr<device>> fleet;
+  for (int i = 0; i < 10; ++i)
+    fleet.push_back(std::make_unique<device>(env_, *topics_, "two-" + std::to_string(i)));
+  for (auto& d : fleet) d->connect_started();
+  for (auto& d : fleet) {
+    auto o = d->check(*pub_, kModel, "1.0.0");
+    ASSERT_TRUE(o);
+    EXPECT_EQ(o->answer["update"], true) << d->id();
+  }
+  // Both instances answered some of them.
+  EXPECT_NE(second.log().find("decision=offer"), std::string::npos);
+  EXPECT_NE(otterd_->log().find("decision=offer"), std::string::npos);
+  EXPECT_EQ(second.stop(), 0);
+}
+
+}  // namespace
+}  // namespace otter::test
