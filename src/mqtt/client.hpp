@@ -57,8 +57,8 @@ struct client_options {
 // One MQTT connection with automatic reconnect. Thread-safe: every member may be called from
 // any thread, publish() and subscribe() also from inside the handlers. The handlers run on
 // Paho's callback thread, one at a time for all clients of the process; keep them short.
-// Blocking calls (connect, wait_connected, disconnect, subscribe with a timeout) must not be
-// made from a handler: they would wait for the very thread they block. The client must not be
+// Called from a handler, the blocking calls (connect, wait_connected, subscribe, disconnect)
+// do not wait, since they would wait for the very thread they block. The client must not be
 // destroyed from inside its own handler.
 class client {
  public:

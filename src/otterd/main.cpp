@@ -8,12 +8,14 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "config/config.hpp"
 #include "crypto/ec_key.hpp"
+#include "crypto/hash.hpp"
 #include "service/service.hpp"
 
 namespace {
@@ -28,6 +30,8 @@ constexpr const char* kUsage = R"(otterd: the otter over-the-air update service.
 Commands:
   otterd [OPTIONS]                 serve devices and operators over MQTT
   otterd keygen --out FILE         write a new P-256 signing key (mode 0600); print its public key
+  otterd sign-image --key KEY IMAGE
+                                   print the image_sig of IMAGE made with the release key KEY
   otterd --help | --version
 
 Devices and operators talk to otterd through an MQTT broker (see PROTOCOL.md); every
@@ -111,11 +115,80 @@ int keygen(const std::vector<std::string>& args) {
   return 0;
 }
 
+constexpr const char* kSignImageUsage = "Usage: otterd sign-image --key KEY IMAGE\n";
+
+int sign_image(const std::vector<std::string>& args) {
+  std::string key_path;
+  std::string image;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--help" || args[i] == "-h") {
+      std::cout << kSignImageUsage
+                << "\nPrints the image_sig of IMAGE (PROTOCOL.md): the ECDSA P-256 / SHA-256 "
+                   "signature of\nthe file, as `openssl dgst -sha256 -sign KEY` makes it, "
+                   "written as base64url\nof the 64-byte r||s. KEY is the release key's PEM "
+                   "private key (make one with\n`otterd keygen --out release.pem`); keep it "
+                   "offline, away from the server.\nGive the output as image_sig to "
+                   "release.add; give the server the public key\nin OTTER_RELEASE_KEYS.\n";
+      return 0;
+    }
+    if (args[i] == "--key" && i + 1 < args.size()) {
+      key_path = args[++i];
+    } else if (args[i].rfind("--key=", 0) == 0) {
+      key_path = args[i].substr(6);
+    } else if (!args[i].empty() && args[i][0] == '-' && args[i] != "-") {
+      std::cerr << "otterd sign-image: unexpected option " << args[i] << "\n" << kSignImageUsage;
+      return 2;
+    } else if (image.empty()) {
+      image = args[i];
+    } else {
+      std::cerr << "otterd sign-image: more than one IMAGE (" << image << ", " << args[i]
+                << "); sign one image at a time\n"
+                << kSignImageUsage;
+      return 2;
+    }
+  }
+  if (key_path.empty() || image.empty()) {
+    std::cerr << "otterd sign-image: " << (key_path.empty() ? "--key KEY" : "IMAGE")
+              << " is required\n"
+              << kSignImageUsage;
+    return 2;
+  }
+  auto key = otter::crypto::ec_key::from_private_file(key_path);
+  if (!key) {
+    std::cerr << "otterd sign-image: --key " << key_path << ": " << key.error().message
+              << "\n(give the release key's PEM private key; make one with: otterd keygen "
+                 "--out release.pem)\n";
+    return 1;
+  }
+  std::ifstream in(image, std::ios::binary);
+  if (!in) {
+    std::cerr << "otterd sign-image: cannot read " << image << "; check the path\n";
+    return 1;
+  }
+  // Streamed: images can be larger than is comfortable to hold in memory.
+  otter::crypto::sha256_stream hash;
+  std::vector<char> buf(64 * 1024);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (in.gcount() > 0)
+      hash.update(std::string_view(buf.data(), static_cast<std::size_t>(in.gcount())));
+  }
+  if (in.bad()) {
+    std::cerr << "otterd sign-image: error reading " << image << "\n";
+    return 1;
+  }
+  const auto digest = hash.finish();
+  const auto sig = key->sign_digest(digest);
+  std::cout << otter::crypto::base64url_encode(sig) << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (!args.empty() && args[0] == "keygen") return keygen({args.begin() + 1, args.end()});
+  if (!args.empty() && args[0] == "sign-image") return sign_image({args.begin() + 1, args.end()});
   if (!args.empty() && args[0] == "--version") {
     std::cout << "otterd 0.1.0 (protocol v1)\n";
     return 0;

@@ -64,12 +64,25 @@ void admin_handler::submit(const protocol::parsed_topic& topic, std::string payl
 }
 
 void admin_handler::run() {
+  // Collect once at start-up too: a service that restarts often would otherwise never do it.
+  auto next_gc = std::chrono::steady_clock::now();
   for (;;) {
+    if (std::chrono::steady_clock::now() >= next_gc) {
+      try {
+        collect_uploads(d_.time.now());
+      } catch (const std::exception& e) {
+        spdlog::error("decision=upload_gc_failed error=\"{}\"", e.what());
+      }
+      next_gc = std::chrono::steady_clock::now() + s_.gc_interval;
+    }
     job j;
     {
       std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;
+      cv_.wait_until(lock, next_gc, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) {
+        if (stopping_) return;
+        continue;  // time to collect
+      }
       j = std::move(queue_.front());
       queue_.pop_front();
     }
@@ -81,6 +94,29 @@ void admin_handler::run() {
       respond(j.topic.subject, nullptr, make_error(errc::internal, "internal error; see the log"));
     }
   }
+}
+
+std::vector<std::string> admin_handler::collect_uploads(clock::time_point now) {
+  const auto cutoff = now - s_.upload_gc;
+  auto gone = d_.repo.delete_unreferenced_uploads(cutoff);
+  if (!gone) {
+    spdlog::warn("decision=upload_gc_skipped reason=\"{}\"", gone.error().message);
+    return {};
+  }
+  // Rows first, then files: a file without a row is harmless, a row without a file is not.
+  // Uploads run on this thread too, so none can re-add one of these images in between.
+  for (const auto& sha : *gone) {
+    auto removed = d_.images.remove(sha);
+    if (removed)
+      spdlog::info(
+          "decision=upload_gc_removed sha256={} reason=\"no release references it "
+          "and it is older than OTTER_UPLOAD_GC ({}s)\"",
+          sha, s_.upload_gc.count());
+    else
+      spdlog::warn("decision=upload_gc_file_kept sha256={} reason=\"{}\"", sha,
+                   removed.error().message);
+  }
+  return std::move(gone).value();
 }
 
 void admin_handler::handle(const job& j) {
@@ -163,6 +199,39 @@ void admin_handler::handle_request(const std::string& op, std::string_view paylo
   respond(op, id, r);
 }
 
+result<void> admin_handler::check_image_sig(const protocol::release_add_args& x) {
+  if (!x.image_sig) {
+    if (s_.require_signed)
+      return make_error(errc::bad_request,
+                        "this server requires signed releases (OTTER_REQUIRE_SIGNED): add "
+                        "image_sig, made with `otterd sign-image`");
+    return {};
+  }
+  if (!decode_image_sig(*x.image_sig))
+    return make_error(errc::bad_request,
+                      "image_sig must be base64url of the 64-byte r||s signature that "
+                      "`otterd sign-image` prints");
+  if (!s_.release_keys || s_.release_keys->empty()) {
+    spdlog::warn(
+        "decision=image_sig_unchecked model={} version={} reason=\"OTTER_RELEASE_KEYS "
+        "is not set; stored for devices to verify\"",
+        x.model, x.version.text);
+    return {};
+  }
+  // The signature is over the image's SHA-256, which is the upload's name: the image store
+  // computed it itself from the bytes, so the file need not be read again.
+  const auto digest = digest_from_hex(x.sha256);
+  if (!digest || !s_.release_keys->verify(std::string_view(*x.image_sig), *digest)) {
+    spdlog::info("decision=image_sig_refused model={} version={} sha256={}", x.model,
+                 x.version.text, x.sha256);
+    return make_error(errc::bad_request,
+                      "image_sig does not verify with any key in OTTER_RELEASE_KEYS");
+  }
+  spdlog::info("decision=image_sig_verified model={} version={} sha256={}", x.model, x.version.text,
+               x.sha256);
+  return {};
+}
+
 result<nlohmann::json> admin_handler::execute(const std::string& op,
                                               const protocol::admin_request& r) {
   auto role = s_.operators.find(op);
@@ -187,6 +256,8 @@ result<nlohmann::json> admin_handler::execute(const std::string& op,
       if (!*exists || !d_.images.contains(x.sha256))
         return result<nlohmann::json>(make_error(
             errc::not_found, "no upload with sha256 " + x.sha256 + "; upload the image first"));
+      if (auto sig = check_image_sig(x); !sig)
+        return result<nlohmann::json>(std::move(sig).error());
       return repo.add_release(x, size, op);
     });
   } else if (r.cmd == "release.get") {

@@ -1,14 +1,17 @@
 #pragma once
 // Answers the operator topics. Commands touch PostgreSQL, so they run on a worker thread of
 // their own, in arrival order, never on the MQTT callback thread.
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "config/config.hpp"
 #include "protocol/commands.hpp"
@@ -17,6 +20,7 @@
 #include "service/image_store.hpp"
 #include "service/metrics.hpp"
 #include "service/ports.hpp"
+#include "service/release_keys.hpp"
 #include "store/repository.hpp"
 
 namespace otter::service {
@@ -39,6 +43,14 @@ struct admin_settings {
   std::uint64_t max_upload = 16 * 1024 * 1024;
   std::size_t queue_limit = 256;
   std::string instance;
+  // OTTER_RELEASE_KEYS: release.add verifies image_sig against these. Null: an image_sig is
+  // stored unchecked (devices verify it).
+  std::shared_ptr<const release_key_set> release_keys;
+  bool require_signed = false;  // OTTER_REQUIRE_SIGNED: refuse a release.add without image_sig
+  // OTTER_UPLOAD_GC: an upload no release references is removed once older than this. The
+  // collection runs when the worker starts and then every gc_interval.
+  std::chrono::seconds upload_gc{24 * 3600};
+  std::chrono::seconds gc_interval{60};
 };
 
 class admin_handler {
@@ -52,6 +64,10 @@ class admin_handler {
   // From the MQTT callback thread: queues the message; a full queue is answered at once.
   void submit(const protocol::parsed_topic& topic, std::string payload);
 
+  // Removes the uploads older than now - upload_gc that no release references, rows then files;
+  // returns their sha256s. Runs on the worker thread; public for tests.
+  std::vector<std::string> collect_uploads(clock::time_point now);
+
  private:
   struct job {
     protocol::parsed_topic topic;
@@ -61,6 +77,8 @@ class admin_handler {
   void handle(const job& j);
   void handle_request(const std::string& op, std::string_view payload);
   void handle_upload(const std::string& op, const std::string& upload_id, std::string_view payload);
+  // release.add's signature rules: require_signed, a 64-byte r||s, and the release keys.
+  result<void> check_image_sig(const protocol::release_add_args& x);
   result<nlohmann::json> execute(const std::string& op, const protocol::admin_request& r);
   void respond(const std::string& op, const nlohmann::json& id, const result<nlohmann::json>& r);
   void record_command(const std::string& op, const nlohmann::json& id, const std::string& cmd,

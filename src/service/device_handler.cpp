@@ -120,7 +120,10 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   nlohmann::ordered_json claims;
   auto offer_ev = event("offer", device);
   if (decision) {
-    claims = update_claims(device, m.version_text, m.nonce, iat, *decision, settings_, std::nullopt);
+    std::optional<std::string> url;
+    if (d_.download_url)
+      url = d_.download_url(device, decision->rel->sha256, iat + settings_.ttl.count());
+    claims = update_claims(device, m.version_text, m.nonce, iat, *decision, settings_, url);
     offer_ev.rollout = decision->chosen->id;
     offer_ev.data = {{"req", m.req},
                      {"update", true},

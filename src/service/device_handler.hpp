@@ -1,6 +1,9 @@
 #pragma once
 // Answers the device topics: check -> signed offer, status -> recorded, anything bad -> error.
 // Runs on the MQTT callback thread: memory, signing and a queue push, never a database wait.
+#include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +30,9 @@ struct device_handler_deps {
   const clock& time;
   metrics& counters;
   chunk_server* chunks = nullptr;  // MQTT downloads; null: refused as unavailable
+  // HTTP downloads: the `url` claim for (device, sha256, exp); empty: no url in offers.
+  std::function<std::optional<std::string>(const std::string&, const std::string&, std::int64_t)>
+      download_url = {};
 };
 
 class device_handler {

@@ -34,6 +34,18 @@ bool image_store::contains(const std::string& sha256) const {
   return protocol::valid_sha256_hex(sha256) && std::filesystem::is_regular_file(dir_ / sha256, ec);
 }
 
+result<void> image_store::remove(const std::string& sha256) {
+  if (!protocol::valid_sha256_hex(sha256))
+    return make_error(errc::bad_request, "not a sha256: " + sha256);
+  const auto path = dir_ / sha256;
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    const int e = errno;
+    return make_error(errc::internal,
+                      "cannot remove image " + path.string() + ": " + std::strerror(e));
+  }
+  return {};
+}
+
 result<image_store::stored> image_store::put(std::string_view bytes) {
   stored s;
   s.sha256 = crypto::sha256_hex(bytes);

@@ -25,6 +25,8 @@ class image_store {
   result<stored> put(std::string_view bytes);
   std::filesystem::path path_of(const std::string& sha256) const;
   bool contains(const std::string& sha256) const;
+  // Deletes the image file (upload garbage collection). An already missing file is success.
+  result<void> remove(const std::string& sha256);
 
  private:
   std::filesystem::path dir_;

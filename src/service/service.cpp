@@ -4,8 +4,13 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <memory>
+#include <stdexcept>
 #include <thread>
 
+#include "config/config.hpp"
+#include "http/link_signer.hpp"
+#include "http/server.hpp"
 #include "mqtt/client.hpp"
 #include "protocol/topics.hpp"
 #include "service/admin_handler.hpp"
@@ -79,6 +84,8 @@ struct service::impl {
   std::unique_ptr<chunk_server> chunks;
   std::unique_ptr<device_handler> devices_handler;
   std::unique_ptr<admin_handler> admin;
+  std::unique_ptr<http::link_signer> links;  // set when HTTP download is on
+  std::unique_ptr<http::server> http_server;
   std::atomic<bool> accepting{false};
 
   impl(config::settings s, crypto::ec_key k)
@@ -100,6 +107,14 @@ struct service::impl {
       // Checks go on being answered from the catalog we have.
       spdlog::warn("decision=catalog_reload_failed reason=\"{}\"", e.what());
     }
+  }
+
+  std::function<std::optional<std::string>(const std::string&, const std::string&, std::int64_t)>
+  download_url() {
+    if (!links) return {};
+    return [this](const std::string& device, const std::string& sha, std::int64_t exp) {
+      return std::optional<std::string>(cfg.public_url + links->make(device, sha, exp));
+    };
   }
 
   nlohmann::json metrics_json() {
@@ -158,8 +173,36 @@ struct service::impl {
     return false;
   }
 
+  // HTTP download is on with OTTER_HTTP_ADDR; links default to http://<that address>.
+  void open_http_links() {
+    if (cfg.http_addr.empty()) return;
+    if (cfg.public_url.empty()) cfg.public_url = "http://" + cfg.http_addr;
+    const std::filesystem::path secret = cfg.link_secret_file.empty()
+                                             ? std::filesystem::path(cfg.data_dir) / "link-secret"
+                                             : std::filesystem::path(cfg.link_secret_file);
+    links = std::make_unique<http::link_signer>(http::link_signer::load_or_create(secret));
+    spdlog::info("decision=http_links public_url={} secret_file={}", cfg.public_url,
+                 secret.string());
+  }
+
+  void start_http() {
+    if (!links) return;
+    const auto hp = config::parse_host_port(cfg.http_addr);
+    if (!hp) throw std::runtime_error("bad OTTER_HTTP_ADDR " + cfg.http_addr);
+    http_server = std::make_unique<http::server>(
+        http::server_deps{
+            *links, [this](const std::string& sha) { return images.path_of(sha); },
+            [this] {
+              return std::pair<bool, bool>{client->connected(), writer->stats().connected};
+            },
+            [this] { return unix_seconds(time.now()); }},
+        hp->first, hp->second);
+    http_server->start();
+  }
+
   int run(const std::atomic<bool>& stop) {
     images.open();
+    open_http_links();
     if (!open_database(stop)) return 0;
     devices.load(repo.load_devices());
     reload_catalog();
@@ -176,7 +219,8 @@ struct service::impl {
 
     writer = std::make_unique<store::writer>(
         cfg.db_url, cfg.queue_limit, [this](const std::vector<store::event_record>& evs) {
-          for (const auto& e : evs) out->publish(topics.event(e.kind), e.to_json().dump(), 0, false);
+          for (const auto& e : evs)
+            out->publish(topics.event(e.kind), e.to_json().dump(), 0, false);
         });
     records = std::make_unique<writer_recorder>(*writer);
     writer->start();
@@ -188,18 +232,28 @@ struct service::impl {
     cs.max = cfg.chunk_max;
     cs.window = cfg.chunk_window;
     cs.offer_validity = cfg.manifest_ttl;
-    cs.device_inflight_cap = std::max<std::uint64_t>(1024 * 1024, 2ull * cfg.chunk_max * cfg.chunk_window);
+    cs.device_inflight_cap =
+        std::max<std::uint64_t>(1024 * 1024, 2ull * cfg.chunk_max * cfg.chunk_window);
     chunks = std::make_unique<chunk_server>(topics, images, *out, *records, time, counters, cs,
                                             cfg.instance);
     chunks->start();
     devices_handler = std::make_unique<device_handler>(
         device_handler_deps{topics, key, catalog, devices, *records, *out, time, counters,
-                            chunks.get()},
+                            chunks.get(), download_url()},
         ms, cfg.instance);
     admin_settings as;
     as.operators = cfg.operators;
     as.max_upload = cfg.max_upload;
     as.instance = cfg.instance;
+    as.require_signed = cfg.require_signed;
+    as.upload_gc = cfg.upload_gc;
+    if (!cfg.release_keys.empty()) {
+      auto keys = release_key_set::from_file(cfg.release_keys);
+      if (!keys)
+        throw std::runtime_error("OTTER_RELEASE_KEYS (--release-keys): " + keys.error().message);
+      spdlog::info("decision=release_keys count={} file={}", keys->size(), cfg.release_keys);
+      as.release_keys = std::make_shared<const release_key_set>(std::move(keys).value());
+    }
     admin = std::make_unique<admin_handler>(
         admin_handler_deps{topics, repo, images, *records, *out, time, counters,
                            [this] { reload_catalog(); },
@@ -207,6 +261,7 @@ struct service::impl {
                            [this] { return metrics_json(); }},
         as);
     admin->start();
+    start_http();
 
     client->on_message([this](const mqtt::message& m) { on_message(m); });
     client->on_state([this](bool up) {
@@ -235,6 +290,7 @@ struct service::impl {
 
     spdlog::info("decision=shutdown stage=drain");
     accepting = false;
+    if (http_server) http_server->stop();
     chunks->stop();
     admin->stop();
     const auto left = writer->stop(30s);

@@ -23,7 +23,8 @@ std::string to_rfc3339(time_point t) {
 
 nlohmann::json event_record::to_json() const {
   nlohmann::json j = nlohmann::json::object();
-  j["id"] = id;
+  // Ids are strings on the wire, like rollout ids and cursors (safe beyond 2^53).
+  j["id"] = std::to_string(id);
   j["at"] = to_rfc3339(at);
   j["kind"] = kind;
   j["device"] = device ? nlohmann::json(*device) : nlohmann::json(nullptr);

@@ -20,10 +20,18 @@ namespace {
 // TimeZone. Optional filters are "$n IS NULL OR col = $n": one statement per query.
 
 // ---- uploads
+// Uploading the same image again restarts its garbage-collection clock.
 constexpr const char* kInsertUpload =
     "INSERT INTO uploads (sha256, size, uploaded_by) VALUES ($1, $2, $3) "
-    "ON CONFLICT (sha256) DO NOTHING";
+    "ON CONFLICT (sha256) DO UPDATE SET created_at = now()";
 constexpr const char* kUploadSize = "SELECT size FROM uploads WHERE sha256 = $1";
+// The foreign key from releases also guards a release added meanwhile by another instance:
+// the DELETE then fails and is tried again at the next collection.
+constexpr const char* kDeleteUnreferencedUploads =
+    "DELETE FROM uploads u "
+    "WHERE u.created_at < to_timestamp($1::bigint / 1000.0) "
+    "  AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.sha256 = u.sha256) "
+    "RETURNING u.sha256";
 
 // ---- releases
 // The size comes from the upload, the one place that measured the image.
@@ -330,6 +338,22 @@ result<bool> repository::upload_exists(const std::string& sha256, std::uint64_t*
     if (rows.empty()) return false;
     if (size_out) *size_out = static_cast<std::uint64_t>(rows[0][0].as<std::int64_t>());
     return true;
+  });
+}
+
+result<std::vector<std::string>> repository::delete_unreferenced_uploads(
+    std::chrono::system_clock::time_point cutoff) {
+  const auto cutoff_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count();
+  return with_connection([&](pqxx::connection& c) -> result<std::vector<std::string>> {
+    pqxx::work tx{c};
+    const auto rows =
+        tx.exec_params(kDeleteUnreferencedUploads, static_cast<std::int64_t>(cutoff_ms));
+    std::vector<std::string> out;
+    out.reserve(rows.size());
+    for (const auto& r : rows) out.push_back(r[0].as<std::string>());
+    tx.commit();
+    return out;
   });
 }
 

@@ -68,6 +68,10 @@ class repository {
   result<nlohmann::json> add_upload(const std::string& sha256, std::uint64_t size,
                                     const std::string& actor);  // idempotent: {sha256, size}
   result<bool> upload_exists(const std::string& sha256, std::uint64_t* size_out);
+  // Upload garbage collection: deletes the uploads created before `cutoff` that no release
+  // references, and returns their sha256s (the caller removes the files).
+  result<std::vector<std::string>> delete_unreferenced_uploads(
+      std::chrono::system_clock::time_point cutoff);
   // conflict if (model, canonical version) exists; not_found if the upload is unknown.
   result<nlohmann::json> add_release(const protocol::release_add_args& a, std::uint64_t size,
                                      const std::string& actor);

@@ -264,4 +264,36 @@ TEST(TopicsExamples, ProtocolDocumentExamplesParse) {
   EXPECT_EQ(found, by_heading.size());
 }
 
+// The README's examples marked <!-- schema: NAME -->: those the service parses must parse.
+TEST(TopicsExamples, ReadmeExamplesParse) {
+  const fs::path doc = fs::path(OTTER_SOURCE_DIR) / "README.md";
+  std::istringstream in(read_text(doc));
+  std::string line;
+  std::string schema;
+  std::size_t found = 0;
+  while (std::getline(in, line)) {
+    const std::string marker = "<!-- schema: ";
+    if (line.rfind(marker, 0) == 0) {
+      schema = line.substr(marker.size(), line.find(" -->") - marker.size());
+      continue;
+    }
+    if (line.rfind("```json", 0) != 0) {
+      if (!line.empty()) schema.clear();
+      continue;
+    }
+    std::string body;
+    while (std::getline(in, line) && line.rfind("```", 0) != 0) body += line + "\n";
+    const auto it = message_parsers().find(schema);
+    schema.clear();
+    if (it == message_parsers().end()) continue;
+    SCOPED_TRACE("README.md block for " + it->first + ": " + body);
+    ++found;
+    const auto parsed = protocol::parse_object(body);
+    ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+    const auto err = it->second(*parsed);
+    EXPECT_FALSE(err.has_value()) << describe(err);
+  }
+  EXPECT_GE(found, 5u) << "the README's check, status and admin-request examples";
+}
+
 }  // namespace
