@@ -101,8 +101,7 @@ void device::on_timer(const sim_time& now, effects& fx) {
       if (++retries_ > s_.chunk_retries)
         return fail(now, fx, "chunk_timeout",
                     "download stalled at byte " + std::to_string(image_->first_missing()) + " of " +
-                        std::to_string(image_->size()) + ": no chunk for " +
-                        std::to_string(s_.chunk_timeout.count()) + " ms after " +
+                        std::to_string(image_->size()) + ": no chunk after " +
                         std::to_string(s_.chunk_retries) + " re-requests");
       return request_chunks(now, fx);
     case phase::installing:
@@ -212,7 +211,8 @@ void device::begin_update(const sim_time& now, manifest m, effects& fx) {
 void device::request_chunks(const sim_time& now, effects& fx) {
   const std::uint64_t offset = image_->first_missing();
   const std::uint64_t len = image_->chunk_len();
-  const std::uint64_t count = std::min<std::uint64_t>(window_, image_->chunks_left());
+  // Only up to the next chunk already held: after a loss, just the gap.
+  const std::uint64_t count = std::min<std::uint64_t>(window_, image_->gap_chunks());
   chunk_req_ = "k-" + std::to_string(++seq_);
   const json body = {{"req", chunk_req_},
                      {"file", target_.chunk_file},
@@ -221,7 +221,7 @@ void device::request_chunks(const sim_time& now, effects& fx) {
                      {"count", count}};
   fx.publish.push_back({chunk_topic_, body.dump()});
   request_end_ = std::min(image_->size(), offset + count * len);
-  deadline_ = now.mono + s_.chunk_timeout;
+  deadline_ = now.mono + s_.chunk_timeout * (1 << std::min(retries_, 3));
 }
 
 void device::on_chunk(const sim_time& now, std::string_view rest, std::string_view payload,

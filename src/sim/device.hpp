@@ -52,7 +52,9 @@ struct device_settings {
   double fail_rate = 0;                             // P(failed); P(rolled_back) = fail_rate / 2
   bool download = true;                             // false: report the steps, fetch nothing
   std::chrono::milliseconds answer_timeout{10000};  // for a check's answer
-  std::chrono::milliseconds chunk_timeout{5000};    // silence before re-requesting
+  // Silence before re-requesting; doubled for each re-request in a row (up to 8x), so that an
+  // overloaded service is not answered with more requests.
+  std::chrono::milliseconds chunk_timeout{5000};
   int chunk_retries = 5;                            // re-requests in a row before giving up
   std::chrono::milliseconds fake_download_time{0};  // without download: time "downloading"
   std::chrono::milliseconds install_time{0};

@@ -23,6 +23,7 @@ struct inbound {
   std::uint32_t index;
   std::string topic;
   std::string payload;
+  sim_clock::time_point arrived;
 };
 
 struct timer_entry {
@@ -58,7 +59,8 @@ struct fleet::worker {
 
   void post(std::uint32_t index, const mqtt::message& m) {
     std::lock_guard lock(mu);
-    inbox.push_back({index, m.topic, m.payload});
+    if (stopping) return;  // nobody will read it
+    inbox.push_back({index, m.topic, m.payload, sim_clock::now()});
     if (inbox.size() == 1) cv.notify_one();
   }
 };
@@ -101,6 +103,7 @@ struct fleet::impl {
       w.owned.push_back(i);
     }
     for (auto& w : workers) {
+      w->stats.workers = 1;
       w->stats.devices = w->owned.size();
       w->stats.phases[static_cast<std::size_t>(phase::idle)] = w->owned.size();
       w->stats.versions[version_text] = w->owned.size();
@@ -178,6 +181,17 @@ struct fleet::impl {
         batch.swap(w.inbox);
       }
       auto t = now();
+      {
+        // A wake-up for timers alone means nothing was waiting: no lag.
+        const auto lag = batch.empty() ? 0
+                                       : std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             t.mono - batch.front().arrived)
+                                             .count();
+        std::lock_guard lock(w.stats_mu);
+        w.stats.lag_ms = lag;
+        w.stats.lag_max_ms = std::max(w.stats.lag_max_ms, lag);
+        w.stats.queue_peak = std::max(w.stats.queue_peak, batch.size());
+      }
       for (const auto& m : batch) {
         slots[m.index].dev->on_message(t, m.topic, m.payload, fx);
         settle(w, m.index, fx);
@@ -197,15 +211,16 @@ struct fleet::impl {
   }
 
   void disconnect_all() {
-    // In parallel: a disconnect waits for the broker's answer.
-    const std::size_t threads = std::min<std::size_t>(8, slots.size());
+    // In parallel: a disconnect waits for what is in flight (up to a second), and with
+    // thousands of devices one after the other that adds up.
+    const std::size_t threads = std::min<std::size_t>(64, slots.size());
     std::atomic<std::size_t> next{0};
     std::vector<std::thread> pool;
     for (std::size_t t = 0; t < threads; ++t) {
       pool.emplace_back([&] {
         for (std::size_t i = next++; i < slots.size(); i = next++) {
           if (slots[i].client) {
-            slots[i].client->disconnect(std::chrono::seconds(2));
+            slots[i].client->disconnect(std::chrono::seconds(1));
             slots[i].client.reset();
           }
         }
@@ -222,29 +237,38 @@ fleet::~fleet() {
 }
 
 result<void> fleet::connect(std::chrono::milliseconds timeout) {
+  using namespace std::chrono_literals;
   auto& m = *impl_;
   m.make_clients();
   // All at once: connecting one by one would cost a round trip (or more) per device.
   for (auto& s : m.slots) s.client->start_connect();
-  const auto deadline = sim_clock::now() + timeout;
-  std::size_t missing = 0;
+  const auto begin = sim_clock::now();
+  const auto deadline = begin + timeout;
+  // A broker that is not there refuses at once: give up on it early rather than at the end of a
+  // timeout sized for thousands of devices.
+  const auto none_by = begin + std::min<std::chrono::milliseconds>(timeout, 5s);
+  std::size_t up = 0;
+  for (;;) {
+    up = m.connected.load();
+    const auto t = sim_clock::now();
+    if (up == m.slots.size() || t >= deadline || (up == 0 && t >= none_by)) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  if (up == m.slots.size()) return {};
   std::string last_error;
   for (auto& s : m.slots) {
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - sim_clock::now());
-    auto r = s.client->wait_connected(std::max(left, std::chrono::milliseconds(1)));
-    if (!r) {
-      ++missing;
+    if (auto r = s.client->wait_connected(1ms); !r) {
       last_error = r.error().message;
+      break;
     }
   }
-  if (missing == 0) return {};
   m.disconnect_all();
+  const auto waited = std::chrono::duration_cast<std::chrono::seconds>(sim_clock::now() - begin);
   return make_error(
       errc::unavailable,
-      std::to_string(missing) + " of " + std::to_string(m.slots.size()) +
+      std::to_string(m.slots.size() - up) + " of " + std::to_string(m.slots.size()) +
           " devices did not connect to " + m.cfg.mqtt_url + " within " +
-          std::to_string(timeout.count() / 1000) + " s (last error: " + last_error +
+          std::to_string(waited.count()) + " s (" + last_error +
           "). Is the broker running there? Point --mqtt (or OTTER_MQTT_URL) at it; with many "
           "devices, also check the broker's and this shell's open-file limits (ulimit -n).");
 }

@@ -15,6 +15,11 @@ std::uint64_t image_download::chunks_left() const noexcept {
   return (size_ - contiguous_ + chunk_len_ - 1) / chunk_len_;
 }
 
+std::uint64_t image_download::gap_chunks() const noexcept {
+  const std::uint64_t next_held = ahead_.empty() ? size_ : ahead_.begin()->first;
+  return (next_held - contiguous_ + chunk_len_ - 1) / chunk_len_;
+}
+
 image_download::outcome image_download::add(std::uint64_t offset, std::string_view bytes) {
   if (offset >= size_ || offset % chunk_len_ != 0) return outcome::bad_offset;
   const std::uint64_t expected = std::min<std::uint64_t>(chunk_len_, size_ - offset);

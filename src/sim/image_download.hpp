@@ -36,6 +36,9 @@ class image_download {
   std::size_t held() const noexcept { return ahead_.size(); }
   // Chunks from first_missing() to the end of the image.
   std::uint64_t chunks_left() const noexcept;
+  // Chunks from first_missing() to the first chunk held beyond it (or the end): what a
+  // re-request needs, without asking again for what is already here.
+  std::uint64_t gap_chunks() const noexcept;
   // SHA-256 of the image; only once complete(), and only once.
   crypto::digest finish();
 

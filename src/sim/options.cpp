@@ -46,7 +46,7 @@ Options:
                          delivery)
   --release-key FILE     PEM public key that signs releases: verify image_sig when present
   --workers N            threads that run the devices (default: CPUs, at most 4)
-  --log-level L          log level of the MQTT layer: trace..off (default warn)
+  --log-level L          log level of the MQTT layer: trace..off (default error)
   --help                 this text
 
 While running, a one-line summary goes to stderr (every second on a terminal, else every

@@ -28,8 +28,8 @@ struct sim_options {
   bool json_summary = false;
   bool download = true;
   std::string release_key_file;
-  int workers = 0;  // 0: from the number of CPUs
-  std::string log_level = "warn";
+  int workers = 0;                  // 0: from the number of CPUs
+  std::string log_level = "error";  // thousands of clients: warnings would flood
   bool help = false;
 };
 

@@ -102,6 +102,10 @@ void fleet_stats::merge(const fleet_stats& o, bool durations) {
   up_to_date += o.up_to_date;
   for (const auto& [k, v] : o.statuses) statuses[k] += v;
   for (const auto& [k, v] : o.errors) errors[k] += v;
+  lag_ms = std::max(lag_ms, o.lag_ms);
+  lag_max_ms = std::max(lag_max_ms, o.lag_max_ms);
+  queue_peak = std::max(queue_peak, o.queue_peak);
+  workers += o.workers;
   if (!durations) return;
   download_ms.insert(download_ms.end(), o.download_ms.begin(), o.download_ms.end());
   update_ms.insert(update_ms.end(), o.update_ms.begin(), o.update_ms.end());
@@ -151,6 +155,8 @@ std::string live_line(const fleet_stats& s, double elapsed_s, double checks_per_
   for (const auto& [k, v] : s.errors) errors += v;
   if (errors) line += " | errors " + std::to_string(errors);
   if (s.connected < s.devices) line += " | offline " + std::to_string(s.devices - s.connected);
+  // Past this, the simulator itself is a bottleneck and its timings say little of the service.
+  if (s.lag_ms >= 500) line += " | sim lag " + seconds(s.lag_ms);
   return line;
 }
 
@@ -179,12 +185,16 @@ std::string final_report(const fleet_stats& s, const run_info& info) {
          "/s); offers taken " + std::to_string(s.updates) + ", up to date " +
          std::to_string(s.up_to_date) + "\n";
   out += "  statuses:  " + pairs_text(s.statuses, ", ") + "\n";
-  out += "  download:  " + percentiles_text(percentiles_of(s.download_ms)) + "\n";
+  out += std::string(info.download ? "  download:  " : "  download:  (pretend) ") +
+         percentiles_text(percentiles_of(s.download_ms)) + "\n";
   out += "  update:    " + percentiles_text(percentiles_of(s.update_ms)) +
          "  (offer accepted -> success after reboot)\n";
   out += "  errors:    " + pairs_text(s.errors, ", ") + "\n";
   if (s.connected < s.devices)
     out += "  offline:   " + std::to_string(s.devices - s.connected) + " devices at the end\n";
+  out += "  simulator: " + std::to_string(s.workers) + " workers; messages waited for them " +
+         seconds(s.lag_max_ms) + " at most, " + std::to_string(s.queue_peak) + " queued at most" +
+         (s.lag_max_ms >= 1000 ? " (it fell behind: timings include its own delay)" : "") + "\n";
   return out;
 }
 
@@ -212,6 +222,8 @@ nlohmann::ordered_json json_report(const fleet_stats& s, const run_info& info) {
   j["download_ms"] = percentiles_json(percentiles_of(s.download_ms));
   j["update_ms"] = percentiles_json(percentiles_of(s.update_ms));
   j["errors"] = s.errors;
+  j["simulator"] = {
+      {"workers", s.workers}, {"lag_max_ms", s.lag_max_ms}, {"queue_peak", s.queue_peak}};
   j["exit"] = info.exit_code;
   return j;
 }

@@ -23,6 +23,12 @@ struct fleet_stats {
   std::map<std::string, std::uint64_t> errors;    // by code
   std::vector<std::int64_t> download_ms;
   std::vector<std::int64_t> update_ms;
+  // Whether the simulator keeps up: how long messages waited for a worker (the latest batch's
+  // oldest, and the worst), and the most messages waiting at once.
+  std::int64_t lag_ms = 0;
+  std::int64_t lag_max_ms = 0;
+  std::size_t queue_peak = 0;
+  int workers = 0;
 
   void apply(const note& n);
   // Adds another worker's numbers; the duration samples only when `durations`.

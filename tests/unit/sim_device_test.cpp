@@ -108,8 +108,8 @@ TEST_F(ManifestCheck, AcceptsTheSharedSignedVectorAndRefusesItsTamperedTwin) {
       json::parse(read_text(std::filesystem::path(OTTER_SHARED_DIR) / "vectors" / "manifest.json"));
   const auto pinned = crypto::ec_key::from_public_pem(vec["public_key"].get<std::string>()).value();
   const auto running = v("1.0.0");
-  const manifest_expectations want{"esp32-a1b2c3", vec["claims"]["nonce"].get<std::string>(),
-                                   "esp32-devkitc", running, 1795000000};
+  const auto nonce = vec["claims"]["nonce"].get<std::string>();
+  const manifest_expectations want{"esp32-a1b2c3", nonce, "esp32-devkitc", running, 1795000000};
   const auto good = check_manifest(pinned, vec["jws"].get<std::string>(), want);
   EXPECT_TRUE(good.accepted()) << good.refusal;
   const auto bad = check_manifest(pinned, vec["tampered"].get<std::string>(), want);
@@ -239,10 +239,12 @@ TEST(ImageDownload, GapsAndDuplicatesEndInTheSameImage) {
   EXPECT_EQ(d.first_missing(), 1024u);  // the gap: where the re-request starts
   EXPECT_EQ(d.held(), 2u);
   EXPECT_EQ(d.chunks_left(), 10u);
-  // The re-request from 1024 brings 1..4; 2 and 3 are duplicates by now.
+  EXPECT_EQ(d.gap_chunks(), 1u);  // a re-request needs only chunk 1
+  // A re-request from 1024 (an older one may bring 1..4: 2 and 3 are duplicates by now).
   EXPECT_EQ(d.add(1024, slice(img, 1024, 1024)), o::stored);
   EXPECT_EQ(d.first_missing(), 4096u);
   EXPECT_EQ(d.held(), 0u);
+  EXPECT_EQ(d.gap_chunks(), d.chunks_left());  // no gap: up to the end
   EXPECT_EQ(d.add(2048, slice(img, 2048, 1024)), o::duplicate);
   EXPECT_EQ(d.add(3072, slice(img, 3072, 1024)), o::duplicate);
   // The rest backwards: everything is held until chunk 4 closes the gap.
@@ -443,27 +445,29 @@ TEST_F(SimDevice, DownloadsThroughGapsAndDuplicatesThenReportsSuccess) {
   tick(*d);  // 5 s of silence
   req = chunk_requests();
   ASSERT_EQ(req.size(), 1u);
-  EXPECT_EQ(req[0]["offset"], 1024);  // from the first missing offset
-  EXPECT_EQ(req[0]["count"], 4);
+  EXPECT_EQ(req[0]["offset"], 1024);           // from the first missing offset
+  EXPECT_EQ(req[0]["count"], 1);               // just the gap: 2 and 3 are here
+  EXPECT_EQ(*d->deadline(), now_.mono + 10s);  // a second silence in a row waits longer
 
-  // The answer to the re-request: 1..4, of which 2 and 3 are duplicates by now; a chunk of
-  // another file is not ours.
+  // The gap closes: 0..3 are complete, so the next window is asked for at once.
   chunk(*d, file, 1024, 1024);
-  chunk(*d, file, 2048, 1024);
-  chunk(*d, "ffffffffffffffff", 3072, 1024);
-  chunk(*d, file, 3072, 1024);
-  EXPECT_TRUE(chunk_requests().empty());
-  chunk(*d, file, 4096, 1024);
-  req = chunk_requests();  // the window is complete: the next one at once
-  ASSERT_EQ(req.size(), 1u);
-  EXPECT_EQ(req[0]["offset"], 5120);
-  EXPECT_EQ(req[0]["count"], 4);
-  for (std::size_t off = 5120; off < 9216; off += 1024) chunk(*d, file, off, 1024);
   req = chunk_requests();
   ASSERT_EQ(req.size(), 1u);
-  EXPECT_EQ(req[0]["offset"], 9216);
-  EXPECT_EQ(req[0]["count"], 2);  // only two chunks are left
+  EXPECT_EQ(req[0]["offset"], 4096);
+  EXPECT_EQ(req[0]["count"], 4);
+  EXPECT_EQ(*d->deadline(), now_.mono + 5s);  // progress resets the backoff
+  // Late copies of the first answer are duplicates; a chunk of another file is not ours.
+  chunk(*d, file, 2048, 1024);
+  chunk(*d, "ffffffffffffffff", 5120, 1024);
+  chunk(*d, file, 3072, 1024);
+  EXPECT_TRUE(chunk_requests().empty());
+  for (std::size_t off = 4096; off < 8192; off += 1024) chunk(*d, file, off, 1024);
+  req = chunk_requests();
+  ASSERT_EQ(req.size(), 1u);
+  EXPECT_EQ(req[0]["offset"], 8192);
+  EXPECT_EQ(req[0]["count"], 3);  // only three chunks are left
   chunk(*d, file, 10240, 1024);   // the short last one first
+  chunk(*d, file, 8192, 1024);
   chunk(*d, file, 9216, 1024);
   EXPECT_TRUE(chunk_requests().empty());
   EXPECT_EQ(errors("bad_chunk"), 0u);
