@@ -93,6 +93,9 @@ TEST_F(faults_test, database_outage_checks_still_answered_and_records_kept) {
       << count_events(*admin_, {{"device", "db-1"}});
   auto dev = admin_->cmd("device.get", {{"id", "db-1"}});
   EXPECT_EQ(dev["result"]["version"], "1.1.0");
+  // Stop while the proxy still stands, so the drain reaches PostgreSQL.
+  admin_.reset();
+  EXPECT_EQ(stop_otterd(), 0) << "records left unwritten at shutdown";
 }
 
 TEST_F(faults_test, full_queue_answers_unavailable_instead_of_losing_records) {
@@ -128,6 +131,8 @@ TEST_F(faults_test, full_queue_answers_unavailable_instead_of_losing_records) {
       30s));
   EXPECT_EQ(count_events(*admin_, {{"device", "q-1"}, {"kind", "check"}}), answered + 1u);
   EXPECT_EQ(count_events(*admin_, {{"device", "q-1"}, {"kind", "offer"}}), answered + 1u);
+  admin_.reset();
+  EXPECT_EQ(stop_otterd(), 0) << "records left unwritten at shutdown";
 }
 
 TEST_F(faults_test, a_second_instance_sees_a_command_within_a_second) {

@@ -1038,10 +1038,11 @@ TEST_F(StoreTest, DevicesStatusAndEventsListing) {
   ASSERT_TRUE(evs) << evs.error().message;
   ASSERT_EQ(evs->items.size(), 12u);
   EXPECT_EQ(evs->items[0]["device"], "dev-11");
-  EXPECT_TRUE(evs->items[0]["id"].is_number_integer());
+  EXPECT_TRUE(evs->items[0]["id"].is_string());  // ids are strings of digits on the wire
   EXPECT_EQ(evs->items[0]["data"], (nlohmann::json{{"n", 11}}));
   EXPECT_EQ(evs->items[0]["at"], "2026-11-27T21:01:50.000Z");
-  EXPECT_GT(evs->items[0]["id"].get<std::int64_t>(), evs->items[1]["id"].get<std::int64_t>());
+  EXPECT_GT(std::stoll(evs->items[0]["id"].get<std::string>()),
+            std::stoll(evs->items[1]["id"].get<std::string>()));
   protocol::events_list_args ek;
   ek.kind = "check";
   EXPECT_EQ(repo->list_events(ek)->items.size(), 6u);

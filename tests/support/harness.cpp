@@ -247,6 +247,7 @@ void otter_fixture::start_otterd(const std::map<std::string, std::string>& extra
 
 int otter_fixture::stop_otterd() {
   const int status = otterd_->stop();
+  if (status != 0) std::cerr << "---- otterd log ----\n" << otterd_->log() << "\n----\n";
   otterd_.reset();
   return status;
 }
