@@ -16,8 +16,11 @@
 // in libpqxx 7). Tests that cut connections on purpose would fail LeakSanitizer for it. The
 // stacks stop inside libpq (built without frame pointers), so the match is on the allocator
 // of PGresults: nothing in otter calls libpq directly, every result it sees is libpqxx's.
+// Paho C 1.3.12 now and then keeps one internal buffer (~120 KiB, allocated inside
+// libpaho-mqtt3as) past exit when a client is destroyed right after a disconnect; seen once in
+// CI in a test process, never in otter's own allocations.
 extern "C" const char* __lsan_default_suppressions() {
-  return "leak:PQmakeEmptyPGresult\n";
+  return "leak:PQmakeEmptyPGresult\nleak:libpaho-mqtt3as.so\n";
 }
 
 namespace otter::test {
