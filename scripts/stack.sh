@@ -7,6 +7,7 @@
 #   scripts/stack.sh status   print each service's state; exit 0 only if both run
 #   scripts/stack.sh env      print `export` lines for the tests (also in .stack/env)
 #
+# Folder: OTTER_STACK_DIR (default <checkout>/.stack; give other ports too).
 # Ports: OTTER_STACK_MQTT_PORT (default 18830), OTTER_STACK_PG_PORT (default 15432), read
 # when a service starts; a running service keeps its port until it is stopped.
 #
@@ -32,7 +33,8 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd -P)
-STACK="$ROOT/.stack"
+# OTTER_STACK_DIR runs a second, independent stack (e.g. the benchmark beside the tests).
+STACK="${OTTER_STACK_DIR:-$ROOT/.stack}"
 PG_BIN=/usr/lib/postgresql/15/bin
 MQTT_PORT_REQ=${OTTER_STACK_MQTT_PORT:-18830}
 PG_PORT_REQ=${OTTER_STACK_PG_PORT:-15432}
@@ -131,7 +133,7 @@ ensure_stack_dir() {
   chmod 0755 "$STACK"
   if ((IS_ROOT)) && ! { user_can_traverse postgres "$STACK" && user_can_traverse mosquitto "$STACK"; }; then
     local hash target
-    hash=$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)
+    hash=$(printf '%s' "$STACK" | sha256sum | cut -c1-12)
     target="/tmp/otter-stack-$hash"
     rmdir "$STACK"
     make_private_tmp_dir "$target"

@@ -4,6 +4,7 @@
 #
 #   OTTER_BUILD_DIR    build folder (default build-ci, relative to the checkout)
 #   OTTER_TEST_TIMEOUT per-test timeout in seconds (default 300)
+#   OTTER_STACK_DIR, OTTER_STACK_MQTT_PORT, OTTER_STACK_PG_PORT: see scripts/stack.sh
 #   extra arguments are passed to ctest (e.g. scripts/test.sh -L unit, -R Semver)
 #
 # A stack this script starts is stopped when it exits; one that was already running is
@@ -34,7 +35,7 @@ else
 fi
 set -a
 # shellcheck source=/dev/null
-source .stack/env
+source "${OTTER_STACK_DIR:-.stack}/env"
 set +a
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
