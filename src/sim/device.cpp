@@ -8,7 +8,9 @@
 // Local error codes (beside the service's): timeout (no answer to a check), rejected (the
 // device refused a manifest), bad_offer (an answer without a manifest), bad_chunk (a chunk
 // message that fits no request), chunk_timeout (a download stalled), sha256_mismatch,
-// image_sig (release signature), no_chunk (a manifest without MQTT chunk delivery).
+// image_sig (release signature), no_chunk (a manifest without MQTT chunk delivery), no_url
+// (a manifest without HTTP download, with --via http), http (an HTTP download failed or timed
+// out), size_mismatch (an HTTP body of another length than the manifest's size).
 
 namespace otter::sim {
 namespace {
@@ -83,6 +85,7 @@ void device::start(const sim_time& now) {
 
 void device::rest(const sim_time& now) {
   phase_ = phase::idle;
+  fetch_id_ = 0;
   check_req_.clear();
   chunk_req_.clear();
   image_.reset();
@@ -98,6 +101,13 @@ void device::on_timer(const sim_time& now, effects& fx) {
       return rest(now);
     case phase::downloading:
       if (!s_.download) return downloaded(now, fx);  // the pretend download is over
+      if (fetch_id_ != 0) {
+        fetch_id_ = 0;  // a late result is ignored
+        return fail(now, fx, "http",
+                    "HTTP download of " + std::to_string(target_.size) +
+                        " bytes did not finish within " +
+                        std::to_string(s_.http_timeout.count() / 1000) + " s");
+      }
       if (++retries_ > s_.chunk_retries)
         return fail(now, fx, "chunk_timeout",
                     "download stalled at byte " + std::to_string(image_->first_missing()) + " of " +
@@ -200,12 +210,37 @@ void device::begin_update(const sim_time& now, manifest m, effects& fx) {
     deadline_ = now.mono + jittered(s_.fake_download_time);
     return;
   }
+  if (s_.via == transport::http) return fetch_image(now, fx);
   if (target_.chunk_file.empty())
     return fail(now, fx, "no_chunk",
                 "the manifest offers no MQTT chunk download (only a url); otter-sim needs chunk");
   window_ = s_.window.value_or(target_.chunk_window);
   image_ = std::make_unique<image_download>(target_.size, s_.chunk_len.value_or(target_.chunk_max));
   request_chunks(now, fx);
+}
+
+void device::fetch_image(const sim_time& now, effects& fx) {
+  if (!target_.url || target_.url->empty())
+    return fail(now, fx, "no_url",
+                "the manifest offers no HTTP download (no url): is OTTER_HTTP_ADDR set on the "
+                "service? Or use --via mqtt");
+  fetch_id_ = ++seq_;
+  fx.fetches.push_back({fetch_id_, *target_.url, target_.size});
+  deadline_ = now.mono + s_.http_timeout;
+}
+
+void device::on_fetched(const sim_time& now, const fetch_result& r, effects& fx) {
+  if (phase_ != phase::downloading || fetch_id_ == 0 || r.id != fetch_id_) return;
+  fetch_id_ = 0;
+  if (!r.error.empty()) return fail(now, fx, "http", "HTTP download failed: " + r.error);
+  if (r.bytes != target_.size)
+    return fail(now, fx, "size_mismatch",
+                "HTTP download gave " + std::string(r.bytes > target_.size ? "more than " : "") +
+                    std::to_string(r.bytes) + " bytes; the manifest says " +
+                    std::to_string(target_.size));
+  if (!verify_image(now, r.sha256, fx)) return;
+  status(fx, "downloading", target_.version, 100, {}, target_.rollout);
+  verified(now, fx);
 }
 
 void device::request_chunks(const sim_time& now, effects& fx) {
@@ -266,20 +301,41 @@ void device::downloaded(const sim_time& now, effects& fx) {
   if (image_) {
     const auto digest = image_->finish();
     image_.reset();
-    const auto hex = crypto::to_hex(digest);
-    if (hex != target_.sha256)
-      return fail(now, fx, "sha256_mismatch",
-                  "image sha256 " + hex + " does not match the manifest's " + target_.sha256);
-    if (s_.release_key && target_.image_sig) {
-      const auto sig = crypto::base64url_decode(*target_.image_sig);
-      if (!sig || !s_.release_key->verify_digest(digest, *sig))
-        return fail(now, fx, "image_sig",
-                    "image_sig does not verify with the pinned release key (kid " +
-                        s_.release_key->kid() + ")");
-    }
+    if (!verify_image(now, digest, fx)) return;
   } else {
     status(fx, "downloading", target_.version, 100, {}, target_.rollout);
   }
+  verified(now, fx);
+}
+
+bool device::verify_image(const sim_time& now, const crypto::digest& digest, effects& fx) {
+  const auto hex = crypto::to_hex(digest);
+  if (hex != target_.sha256) {
+    fail(now, fx, "sha256_mismatch",
+         "image sha256 " + hex + " does not match the manifest's " + target_.sha256);
+    return false;
+  }
+  if (s_.release_key) {
+    // A device that pins a release key takes only signed images: otherwise whoever holds the
+    // service's key could offer anything by leaving the signature out.
+    if (!target_.image_sig) {
+      fail(now, fx, "image_sig",
+           "the manifest carries no image_sig, and a release key is pinned (kid " +
+               s_.release_key->kid() + "): refusing an unsigned image");
+      return false;
+    }
+    const auto sig = crypto::base64url_decode(*target_.image_sig);
+    if (!sig || !s_.release_key->verify_digest(digest, *sig)) {
+      fail(now, fx, "image_sig",
+           "image_sig does not verify with the pinned release key (kid " + s_.release_key->kid() +
+               ")");
+      return false;
+    }
+  }
+  return true;
+}
+
+void device::verified(const sim_time& now, effects& fx) {
   fx.notes.push_back({note::kind::downloaded, {}, since(now, download_started_at_)});
   status(fx, "verifying", target_.version, std::nullopt, {}, target_.rollout);
   status(fx, "installing", target_.version, std::nullopt, {}, target_.rollout);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "crypto/ec_key.hpp"
+#include "crypto/hash.hpp"
 #include "protocol/semver.hpp"
 #include "protocol/topics.hpp"
 #include "sim/image_download.hpp"
@@ -40,6 +41,9 @@ enum class phase : std::uint8_t {
 inline constexpr std::size_t kPhaseCount = 5;
 std::string_view to_string(phase p) noexcept;
 
+// How a device fetches an offered image: chunk requests over MQTT, or the manifest's `url`.
+enum class transport : std::uint8_t { mqtt, http };
+
 // Settings shared by every device of a fleet. The keys must outlive the devices.
 struct device_settings {
   std::string model;
@@ -51,6 +55,8 @@ struct device_settings {
   std::optional<std::uint32_t> window;              // default: the manifest's chunk.window
   double fail_rate = 0;                             // P(failed); P(rolled_back) = fail_rate / 2
   bool download = true;                             // false: report the steps, fetch nothing
+  transport via = transport::mqtt;
+  std::chrono::milliseconds http_timeout{300000};   // a whole HTTP download, from the request
   std::chrono::milliseconds answer_timeout{10000};  // for a check's answer
   // Silence before re-requesting; doubled for each re-request in a row (up to 8x), so that an
   // overloaded service is not answered with more requests.
@@ -84,12 +90,30 @@ struct note {
   std::chrono::milliseconds took{0};
 };
 
+// An HTTP download the fleet performs for a device (the device itself does no I/O). The
+// fleet streams the body through SHA-256, reads at most `size` + 1 bytes, and answers with
+// on_fetched() and the same `id`.
+struct fetch_request {
+  std::uint64_t id = 0;
+  std::string url;
+  std::uint64_t size = 0;
+};
+
+struct fetch_result {
+  std::uint64_t id = 0;
+  std::string error;        // empty: the body was read (it may still be the wrong one)
+  std::uint64_t bytes = 0;  // bytes read, at most size + 1
+  crypto::digest sha256{};  // of those bytes
+};
+
 // What one call asks of the fleet. Cleared by the caller, appended to by the device.
 struct effects {
   std::vector<outgoing> publish;
+  std::vector<fetch_request> fetches;
   std::vector<note> notes;
   void clear() {
     publish.clear();
+    fetches.clear();
     notes.clear();
   }
 };
@@ -107,6 +131,8 @@ class device {
   // A message on the device's down topics (the full topic, as received).
   void on_message(const sim_time& now, std::string_view topic, std::string_view payload,
                   effects& fx);
+  // The end of an HTTP download it asked for; stale results (another id) are ignored.
+  void on_fetched(const sim_time& now, const fetch_result& r, effects& fx);
 
   std::optional<sim_clock::time_point> deadline() const noexcept { return deadline_; }
   phase current_phase() const noexcept { return phase_; }
@@ -123,7 +149,12 @@ class device {
   void on_chunk(const sim_time& now, std::string_view rest, std::string_view payload, effects& fx);
   void begin_update(const sim_time& now, manifest m, effects& fx);
   void request_chunks(const sim_time& now, effects& fx);
+  void fetch_image(const sim_time& now, effects& fx);
   void downloaded(const sim_time& now, effects& fx);
+  // SHA-256 and image_sig of a fetched image; false after reporting `failed`.
+  bool verify_image(const sim_time& now, const crypto::digest& digest, effects& fx);
+  // The image is good: report verifying and installing, and install.
+  void verified(const sim_time& now, effects& fx);
   void install_done(const sim_time& now, effects& fx);
   void reboot_done(const sim_time& now, effects& fx);
   // Back to idle, next check one interval from now.
@@ -159,6 +190,7 @@ class device {
   std::unique_ptr<image_download> image_;
   std::uint32_t window_ = 1;
   std::string chunk_req_;
+  std::uint64_t fetch_id_ = 0;     // the HTTP download in progress, 0: none
   std::uint64_t request_end_ = 0;  // first offset after the current request's chunks
   int retries_ = 0;
   int reported_progress_ = 0;

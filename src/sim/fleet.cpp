@@ -14,16 +14,19 @@
 
 #include "mqtt/client.hpp"
 #include "protocol/topics.hpp"
+#include "sim/http_fetch.hpp"
 #include "sim/options.hpp"
 
 namespace otter::sim {
 namespace {
 
+// A message from the broker, or the end of an HTTP download (topic empty).
 struct inbound {
   std::uint32_t index;
   std::string topic;
   std::string payload;
   sim_clock::time_point arrived;
+  std::optional<fetch_result> fetched{};
 };
 
 struct timer_entry {
@@ -63,6 +66,13 @@ struct fleet::worker {
     inbox.push_back({index, m.topic, m.payload, sim_clock::now()});
     if (inbox.size() == 1) cv.notify_one();
   }
+
+  void post(std::uint32_t index, fetch_result r) {
+    std::lock_guard lock(mu);
+    if (stopping) return;
+    inbox.push_back({index, {}, {}, sim_clock::now(), std::move(r)});
+    if (inbox.size() == 1) cv.notify_one();
+  }
 };
 
 struct fleet::impl {
@@ -79,6 +89,8 @@ struct fleet::impl {
   // Workers outlive the clients (declared first, destroyed last): handlers post to them.
   std::vector<std::unique_ptr<worker>> workers;
   std::vector<slot> slots;
+  // --via http: performs the devices' downloads; stopped before the workers go.
+  std::unique_ptr<http_fetcher> fetcher;
   std::unique_ptr<std::atomic<bool>[]> up;
   std::atomic<std::size_t> connected{0};
   std::optional<std::size_t> connected_at_stop;  // before stop() disconnected everyone
@@ -101,6 +113,13 @@ struct fleet::impl {
                                        base * 0x9E3779B97F4A7C15ull + i);
       s.counted_version = version_text;
       w.owned.push_back(i);
+    }
+    if (cfg.settings.via == transport::http) {
+      const auto timeout =
+          std::chrono::duration_cast<std::chrono::seconds>(cfg.settings.http_timeout);
+      fetcher = std::make_unique<http_fetcher>(
+          std::min<std::size_t>(32, n), timeout,
+          [this, k](std::uint32_t i, fetch_result r) { workers[i % k]->post(i, std::move(r)); });
     }
     for (auto& w : workers) {
       w->stats.workers = 1;
@@ -141,6 +160,8 @@ struct fleet::impl {
     for (const auto& p : fx.publish)
       if (!s.client->publish(p.topic, p.payload, 1))
         fx.notes.push_back({note::kind::error, "publish_failed"});
+    for (auto& f : fx.fetches)
+      if (fetcher) fetcher->submit(i, std::move(f));
     {
       std::lock_guard lock(w.stats_mu);
       for (const auto& n : fx.notes) w.stats.apply(n);
@@ -193,7 +214,10 @@ struct fleet::impl {
         w.stats.queue_peak = std::max(w.stats.queue_peak, batch.size());
       }
       for (const auto& m : batch) {
-        slots[m.index].dev->on_message(t, m.topic, m.payload, fx);
+        if (m.fetched)
+          slots[m.index].dev->on_fetched(t, *m.fetched, fx);
+        else
+          slots[m.index].dev->on_message(t, m.topic, m.payload, fx);
         settle(w, m.index, fx);
       }
       batch.clear();
@@ -287,6 +311,7 @@ void fleet::stop() {
   auto& m = *impl_;
   if (m.stopped) return;
   m.stopped = true;
+  if (m.fetcher) m.fetcher->stop();  // its threads post to the workers
   for (auto& w : m.workers) {
     {
       std::lock_guard lock(w->mu);

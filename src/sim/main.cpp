@@ -119,6 +119,7 @@ int main(int argc, char** argv) {
   st.window = o.window;
   st.fail_rate = o.fail_rate;
   st.download = o.download;
+  st.via = o.via_http ? otter::sim::transport::http : otter::sim::transport::mqtt;
   // Pretend durations (±20 %): long enough to see devices in each phase, short for a demo.
   st.fake_download_time = 1000ms;
   st.install_time = 500ms;
@@ -140,7 +141,8 @@ int main(int argc, char** argv) {
   std::cerr << "otter-sim: " << o.devices << " devices connected in "
             << static_cast<int>(seconds_since(connect_start) * 1000) << " ms; model " << o.model
             << ", version " << o.version << ", check every " << o.interval_s << " s"
-            << (o.download ? "" : ", --no-download")
+            << (o.download ? (o.via_http ? ", download by HTTP" : ", download by MQTT chunks")
+                           : ", --no-download")
             << (o.until_version ? ", until every device runs " + *o.until_version : "") << "\n";
 
   std::signal(SIGINT, on_signal);

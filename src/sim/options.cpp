@@ -33,6 +33,8 @@ Options:
   --prefix P             device ids P-0000, P-0001, ... (default sim)
   --attrs k=v[,k=v]      attributes sent with every check (for group rollouts)
   --interval S           seconds between checks per device, +-20 % jitter (default 30)
+  --via mqtt|http        how devices fetch an image: MQTT chunk requests (default), or the
+                         manifest's signed HTTP link (otterd needs OTTER_HTTP_ADDR)
   --chunk N              bytes per chunk (default: the manifest's chunk.max)
   --window N             chunks per request (default: the manifest's chunk.window)
   --fail-rate F          0..1: share of updates that fail at install (status failed); half
@@ -44,7 +46,8 @@ Options:
   --no-download          do not fetch images: verify the manifest, report downloading,
                          verifying, installing and success (for a service without chunk
                          delivery)
-  --release-key FILE     PEM public key that signs releases: verify image_sig when present
+  --release-key FILE     PEM public key that signs releases: every image must carry an
+                         image_sig that verifies with it (unsigned images are refused)
   --workers N            threads that run the devices (default: CPUs, at most 4)
   --log-level L          log level of the MQTT layer: trace..off (default error)
   --help                 this text
@@ -197,6 +200,12 @@ result<sim_options> parse_options(const std::vector<std::string>& args, const ch
          return {};
        }},
       {"--interval", seconds("--interval", o.interval_s)},
+      {"--via",
+       [&](const std::string& v) -> std::string {
+         if (v != "mqtt" && v != "http") return "--via wants mqtt or http, not \"" + v + "\"";
+         o.via_http = v == "http";
+         return {};
+       }},
       {"--chunk", positive_int("--chunk", 1 << 20,
                                [&](long long n) { o.chunk = static_cast<std::uint32_t>(n); })},
       {"--window", positive_int("--window", 4096,

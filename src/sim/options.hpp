@@ -27,6 +27,7 @@ struct sim_options {
   double timeout_s = 600;
   bool json_summary = false;
   bool download = true;
+  bool via_http = false;  // --via http: fetch the manifest's url instead of MQTT chunks
   std::string release_key_file;
   int workers = 0;                  // 0: from the number of CPUs
   std::string log_level = "error";  // thousands of clients: warnings would flood

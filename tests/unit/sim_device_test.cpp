@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
@@ -619,6 +620,116 @@ TEST_F(SimDevice, VerifiesTheReleaseSignatureWhenItPinsAReleaseKey) {
     (void)statuses();
     (void)sent("ota/v1/dev/dev-1/up/check");
   }
+}
+
+TEST_F(SimDevice, WithAReleaseKeyPinnedItRefusesAnUnsignedImage) {
+  const auto release = crypto::ec_key::generate();
+  const auto release_pub = crypto::ec_key::from_public_pem(release.public_pem()).value();
+  settings_.release_key = &release_pub;
+  auto d = make();
+  const auto c = start_and_check(*d);
+  const auto claims = update_claims("dev-1", c["nonce"], "1.1.0", image_, 4096, 16);
+  const std::string file = claims["chunk"]["file"];
+  offer(*d, c, claims);
+  for (std::size_t off = 0; off < image_.size(); off += 4096) chunk(*d, file, off, 4096);
+  EXPECT_EQ(errors("image_sig"), 1u);
+  const auto st = statuses();
+  EXPECT_EQ(states(st).back(), "failed");
+  EXPECT_NE(st.back()["error"].get<std::string>().find("no image_sig"), std::string::npos);
+  EXPECT_EQ(d->version(), "1.0.0");
+}
+
+// --via http: the device asks the fleet to fetch the manifest's url and judges the result.
+class SimDeviceHttp : public SimDevice {
+ protected:
+  SimDeviceHttp() {
+    settings_.via = transport::http;
+    settings_.http_timeout = 60s;
+  }
+  ordered_json claims_with_url(const json& check) {
+    auto claims = update_claims("dev-1", check["nonce"], "1.1.0", image_, 4096, 16);
+    claims["url"] = "http://127.0.0.1:9/i/abc?t=x";
+    return claims;
+  }
+  fetch_result result_for(const fetch_request& r, const std::string& body) {
+    fetch_result out;
+    out.id = r.id;
+    out.bytes = body.size();
+    out.sha256 = crypto::sha256(body);
+    return out;
+  }
+};
+
+TEST_F(SimDeviceHttp, FetchesTheUrlAndInstallsAGoodImage) {
+  auto d = make();
+  const auto c = start_and_check(*d);
+  offer(*d, c, claims_with_url(c));
+  EXPECT_TRUE(chunk_requests().empty());
+  ASSERT_EQ(fx_.fetches.size(), 1u);
+  const auto req = fx_.fetches.front();
+  EXPECT_EQ(req.url, "http://127.0.0.1:9/i/abc?t=x");
+  EXPECT_EQ(req.size, image_.size());
+  fx_.fetches.clear();
+  // A result for another request (a stale one) changes nothing.
+  auto stale = result_for(req, image_);
+  stale.id += 1000;
+  d->on_fetched(now_, stale, fx_);
+  EXPECT_EQ(d->current_phase(), phase::downloading);
+  d->on_fetched(now_, result_for(req, image_), fx_);
+  EXPECT_EQ(d->current_phase(), phase::installing);
+  tick(*d);  // install
+  tick(*d);  // reboot
+  EXPECT_EQ(states(statuses()), (std::vector<std::string>{"downloading", "downloading", "verifying",
+                                                          "installing", "success"}));
+  EXPECT_EQ(d->version(), "1.1.0");
+}
+
+TEST_F(SimDeviceHttp, RefusesAWrongLengthAWrongDigestAnErrorAndSilence) {
+  struct bad_case {
+    std::string code;
+    std::function<void(device&, const fetch_request&)> answer;
+  };
+  const std::vector<bad_case> cases = {
+      {"size_mismatch",
+       [&](device& d, const fetch_request& r) {
+         d.on_fetched(now_, result_for(r, image_ + "x"), fx_);
+       }},
+      {"sha256_mismatch",
+       [&](device& d, const fetch_request& r) {
+         auto other = image_;
+         other[7] ^= 1;
+         d.on_fetched(now_, result_for(r, other), fx_);
+       }},
+      {"http",
+       [&](device& d, const fetch_request& r) {
+         fetch_result e;
+         e.id = r.id;
+         e.error = "HTTP 403";
+         d.on_fetched(now_, e, fx_);
+       }},
+      {"http", [&](device& d, const fetch_request&) { tick(d); }},  // no answer in time
+  };
+  for (const auto& bc : cases) {
+    fx_.clear();
+    auto d = make();
+    const auto c = start_and_check(*d);
+    offer(*d, c, claims_with_url(c));
+    ASSERT_EQ(fx_.fetches.size(), 1u);
+    bc.answer(*d, fx_.fetches.front());
+    EXPECT_EQ(errors(bc.code), 1u) << bc.code;
+    EXPECT_EQ(states(statuses()).back(), "failed") << bc.code;
+    EXPECT_EQ(d->current_phase(), phase::idle);
+    EXPECT_EQ(d->version(), "1.0.0");
+  }
+}
+
+TEST_F(SimDeviceHttp, AManifestWithoutUrlFails) {
+  auto d = make();
+  const auto c = start_and_check(*d);
+  offer(*d, c, update_claims("dev-1", c["nonce"], "1.1.0", image_));
+  EXPECT_TRUE(fx_.fetches.empty());
+  EXPECT_EQ(errors("no_url"), 1u);
+  EXPECT_EQ(states(statuses()).back(), "failed");
 }
 
 TEST_F(SimDevice, WithoutDownloadItReportsTheStepsAndSucceeds) {
