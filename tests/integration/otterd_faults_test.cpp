@@ -1,11 +1,13 @@
 // Faults: the broker restarts, PostgreSQL goes away, the record queue fills up, a second
 // instance shares the database. otterd must keep its promises through each.
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <thread>
 
 #include "support/broker_process.hpp"
 #include "support/harness.hpp"
+#include "support/net.hpp"
 #include "support/tcp_proxy.hpp"
 
 namespace otter::test {
@@ -89,13 +91,59 @@ TEST_F(faults_test, database_outage_checks_still_answered_and_records_kept) {
 
   proxy.set_up(true);
   // 11 checks + 11 offers + 1 status, all written once PostgreSQL is back.
-  EXPECT_TRUE(eventually([&] { return count_events(*admin_, {{"device", "db-1"}}) == 23; }, 30s))
+  EXPECT_TRUE(eventually(
+      [&] {
+        return count_events(*admin_, {{"device", "db-1"}}) == 23;
+      },
+      30s))
       << count_events(*admin_, {{"device", "db-1"}});
   auto dev = admin_->cmd("device.get", {{"id", "db-1"}});
   EXPECT_EQ(dev["result"]["version"], "1.1.0");
   // Stop while the proxy still stands, so the drain reaches PostgreSQL.
   admin_.reset();
   EXPECT_EQ(stop_otterd(), 0) << "records left unwritten at shutdown";
+}
+
+// What a load balancer or an orchestrator asks: /healthz says 503 while either dependency is away,
+// and 200 again once it is back, without a restart.
+TEST_F(faults_test, healthz_is_503_while_the_database_or_the_broker_is_away) {
+  broker_process broker;
+  tcp_proxy proxy(db_->admin_url());
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  env_.mqtt_url = broker.uri();
+  const auto port = free_port();
+  start_otterd({{"OTTER_DB_URL", url_with_host_port(db_->url(), "127.0.0.1", proxy.port())},
+                {"OTTER_HTTP_ADDR", "127.0.0.1:" + std::to_string(port)},
+                {"OTTER_PUBLIC_URL", "http://127.0.0.1:" + std::to_string(port)}});
+  httplib::Client http("127.0.0.1", port);
+  nlohmann::json last;
+  const auto health_is = [&](int status, const nlohmann::json& body) {
+    return eventually(
+        [&] {
+          const auto r = http.Get("/healthz");
+          if (!r) return false;
+          last = {{"status", r->status}, {"body", nlohmann::json::parse(r->body, nullptr, false)}};
+          return r->status == status && last["body"] == body;
+        },
+        30s);
+  };
+  ASSERT_TRUE(health_is(200, {{"mqtt", true}, {"db", true}})) << last.dump();
+
+  // The database goes away; the writer finds out at its next write (a check makes one).
+  device d(env_, *topics_, "hz-1");
+  d.connect_started();
+  proxy.set_up(false);
+  ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+  EXPECT_TRUE(health_is(503, {{"mqtt", true}, {"db", false}})) << last.dump();
+  proxy.set_up(true);
+  EXPECT_TRUE(health_is(200, {{"mqtt", true}, {"db", true}})) << last.dump();
+
+  broker.stop();
+  EXPECT_TRUE(health_is(503, {{"mqtt", false}, {"db", true}})) << last.dump();
+  broker.start();
+  EXPECT_TRUE(health_is(200, {{"mqtt", true}, {"db", true}})) << last.dump();
+  EXPECT_EQ(stop_otterd(), 0);
 }
 
 TEST_F(faults_test, full_queue_answers_unavailable_instead_of_losing_records) {
@@ -127,7 +175,9 @@ TEST_F(faults_test, full_queue_answers_unavailable_instead_of_losing_records) {
   // Every answered check left its check and offer events; nothing was dropped silently.
   const std::size_t expected = 2 * (static_cast<std::size_t>(answered) + 1);
   EXPECT_TRUE(eventually(
-      [&] { return count_events(*admin_, {{"device", "q-1"}, {"kind", "offer"}}) * 2 >= expected; },
+      [&] {
+        return count_events(*admin_, {{"device", "q-1"}, {"kind", "offer"}}) * 2 >= expected;
+      },
       30s));
   EXPECT_EQ(count_events(*admin_, {{"device", "q-1"}, {"kind", "check"}}), answered + 1u);
   EXPECT_EQ(count_events(*admin_, {{"device", "q-1"}, {"kind", "offer"}}), answered + 1u);

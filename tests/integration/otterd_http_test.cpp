@@ -14,6 +14,7 @@
 #include "crypto/hash.hpp"
 #include "http/link_signer.hpp"
 #include "support/harness.hpp"
+#include "support/net.hpp"
 
 namespace otter::test {
 namespace {
@@ -25,20 +26,6 @@ std::string random_image(std::size_t n, unsigned seed) {
   std::string s(n, '\0');
   for (auto& c : s) c = static_cast<char>(rng() & 0xff);
   return s;
-}
-
-// A loopback port nobody listens on right now.
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
-    throw std::runtime_error("no free port");
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 class http_test : public otter_fixture {

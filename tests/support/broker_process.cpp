@@ -20,6 +20,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/net.hpp"
+
 extern char** environ;
 
 namespace otter::test {
@@ -35,23 +37,6 @@ sockaddr_in loopback(std::uint16_t port) {
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   return addr;
-}
-
-// Binding port 0 and closing again leaves a port the kernel considers free; mosquitto sets
-// SO_REUSEADDR, so it can take it over right away.
-std::uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw sys_error("socket");
-  sockaddr_in addr = loopback(0);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    auto err = sys_error("bind port 0");
-    ::close(fd);
-    throw err;
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
 }
 
 bool accepts_tcp(std::uint16_t port) {
