@@ -2,16 +2,15 @@
 // release.add checks image_sig against OTTER_RELEASE_KEYS, the manifest carries it, and uploads
 // no release references go away after OTTER_UPLOAD_GC.
 #include <gtest/gtest.h>
-#include <openssl/bn.h>
-#include <openssl/ecdsa.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <pqxx/pqxx>
-#include <sstream>
 #include <thread>
 
 #include "crypto/hash.hpp"
+#include "support/ecdsa_der.hpp"
+#include "support/files.hpp"
 #include "support/harness.hpp"
 
 namespace otter::test {
@@ -20,40 +19,6 @@ namespace {
 namespace fs = std::filesystem;
 
 const std::string kModel = "esp32-devkitc";
-
-void write_file(const fs::path& p, std::string_view data) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string rs_to_der(std::span<const std::uint8_t> rs) {
-  ECDSA_SIG* sig = ECDSA_SIG_new();
-  ECDSA_SIG_set0(sig, BN_bin2bn(rs.data(), 32, nullptr), BN_bin2bn(rs.data() + 32, 32, nullptr));
-  unsigned char* der = nullptr;
-  const int n = i2d_ECDSA_SIG(sig, &der);
-  std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(n > 0 ? n : 0));
-  OPENSSL_free(der);
-  ECDSA_SIG_free(sig);
-  return out;
-}
-
-std::vector<std::uint8_t> der_to_rs(const std::string& der) {
-  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size()));
-  if (!sig) return {};
-  std::vector<std::uint8_t> rs(64);
-  BN_bn2binpad(ECDSA_SIG_get0_r(sig), rs.data(), 32);
-  BN_bn2binpad(ECDSA_SIG_get0_s(sig), rs.data() + 32, 32);
-  ECDSA_SIG_free(sig);
-  return rs;
-}
 
 std::string image_sig(const crypto::ec_key& key, const std::string& bytes) {
   return crypto::base64url_encode(key.sign_digest(crypto::sha256(bytes)));

@@ -20,7 +20,9 @@ std::string need_env(const char* name) {
 
 }  // namespace
 
-std::string random_hex(std::size_t bytes) { return crypto::to_hex(crypto::random_bytes(bytes)); }
+std::string random_hex(std::size_t bytes) {
+  return crypto::to_hex(crypto::random_bytes(bytes));
+}
 
 stack_env stack_env::from_environment() {
   stack_env e;
@@ -47,9 +49,13 @@ peer::peer(const std::string& url, const std::string& client_id, const std::stri
   });
 }
 
-peer::~peer() { client_->disconnect(2s); }
+peer::~peer() {
+  client_->disconnect(2s);
+}
 
-void peer::start_connect() { client_->start_connect(); }
+void peer::start_connect() {
+  client_->start_connect();
+}
 
 void peer::wait_connected(std::chrono::milliseconds timeout) {
   auto r = client_->wait_connected(timeout);
@@ -116,13 +122,15 @@ device::device(const stack_env& env, const protocol::topics& topics, std::string
   peer_.start_connect();
 }
 
-void device::connect_started() { peer_.wait_connected(); }
+void device::connect_started() {
+  peer_.wait_connected();
+}
 
 std::optional<offer> device::check(const crypto::ec_key& pub, const std::string& model,
                                    const std::string& version, const nlohmann::json& attrs) {
   const std::string req = "c-" + std::to_string(++seq_);
-  nlohmann::json body = {{"req", req}, {"model", model}, {"version", version},
-                         {"nonce", random_hex(16)}};
+  nlohmann::json body = {
+      {"req", req}, {"model", model}, {"version", version}, {"nonce", random_hex(16)}};
   if (!attrs.is_null()) body["attrs"] = attrs;
   peer_.publish(topics_.device_check(id_), body.dump());
   auto answer = peer_.wait_json(topics_.offer(id_), "req", req, 10s);
@@ -257,8 +265,8 @@ nlohmann::json otter_fixture::add_release(const std::string& model, const std::s
                                           const nlohmann::json& extra_args) {
   auto up = admin_->upload("u-" + random_hex(4), bytes);
   EXPECT_EQ(up.value("ok", false), true) << up.dump();
-  nlohmann::json args = {{"model", model}, {"version", version},
-                         {"sha256", up["result"]["sha256"]}};
+  nlohmann::json args = {
+      {"model", model}, {"version", version}, {"sha256", up["result"]["sha256"]}};
   if (extra_args.is_object())
     for (const auto& [k, v] : extra_args.items()) args[k] = v;
   auto r = admin_->cmd("release.add", args);

@@ -75,8 +75,7 @@ class device {
   void connect_started();  // after start_connect on many, wait here
   // Sends a check and returns the verified offer (or nullopt with an error answer in last_error).
   std::optional<offer> check(const crypto::ec_key& pub, const std::string& model,
-                             const std::string& version,
-                             const nlohmann::json& attrs = nullptr);
+                             const std::string& version, const nlohmann::json& attrs = nullptr);
   std::optional<nlohmann::json> send_raw(const std::string& subtopic, const std::string& payload,
                                          const std::string& expect_topic);
   void status(const nlohmann::json& body);

@@ -25,8 +25,7 @@ std::vector<std::string> child_env(const std::map<std::string, std::string>& env
   return out;
 }
 
-pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env,
-            int out_fd) {
+pid_t spawn(const std::vector<std::string>& argv, const std::vector<std::string>& env, int out_fd) {
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, out_fd, 1);
@@ -108,7 +107,9 @@ int otterd_process::stop(int sig, std::chrono::milliseconds timeout) {
   return -1;
 }
 
-std::string otterd_process::log() const { return slurp(log_path_); }
+std::string otterd_process::log() const {
+  return slurp(log_path_);
+}
 
 run_result run_command(const std::vector<std::string>& argv,
                        const std::map<std::string, std::string>& env) {

@@ -1,7 +1,6 @@
 // SHA-256, HMAC, base64url and ECDSA P-256 keys, checked against known answers and against the
 // openssl command line as an independent implementation.
 #include <gtest/gtest.h>
-#include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -10,87 +9,28 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "crypto/ec_key.hpp"
 #include "crypto/hash.hpp"
+#include "support/ecdsa_der.hpp"
+#include "support/files.hpp"
 
 namespace otter::crypto {
 namespace {
 
 namespace fs = std::filesystem;
+using test::der_to_rs;
+using test::quote;
+using test::read_file;
+using test::rs_to_der;
+using test::run_shell;
+using test::temp_dir;
+using test::write_file;
 
 std::vector<std::uint8_t> bytes_of(std::string_view s) {
   return {s.begin(), s.end()};
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const fs::path& p, std::string_view data) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-// A private directory for key files and openssl's inputs, removed afterwards.
-class temp_dir {
- public:
-  temp_dir() {
-    std::string tmpl = (fs::temp_directory_path() / "otter-crypto-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  const fs::path& path() const { return path_; }
-  fs::path operator/(std::string_view name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-std::string quote(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
-
-// Runs a shell command; returns its exit status and leaves stdout+stderr in `out`.
-int run(const std::string& cmd, const temp_dir& dir, std::string& out) {
-  const fs::path log = dir / "cmd.log";
-  const int rc = std::system((cmd + " >" + quote(log) + " 2>&1").c_str());
-  out = read_file(log);
-  return rc;
-}
-
-std::string rs_to_der(std::span<const std::uint8_t> rs) {
-  ECDSA_SIG* sig = ECDSA_SIG_new();
-  ECDSA_SIG_set0(sig, BN_bin2bn(rs.data(), 32, nullptr), BN_bin2bn(rs.data() + 32, 32, nullptr));
-  unsigned char* der = nullptr;
-  const int len = i2d_ECDSA_SIG(sig, &der);
-  std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(len));
-  OPENSSL_free(der);
-  ECDSA_SIG_free(sig);
-  return out;
-}
-
-std::vector<std::uint8_t> der_to_rs(const std::string& der) {
-  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size()));
-  if (sig == nullptr) return {};
-  std::vector<std::uint8_t> rs(64);
-  BN_bn2binpad(ECDSA_SIG_get0_r(sig), rs.data(), 32);
-  BN_bn2binpad(ECDSA_SIG_get0_s(sig), rs.data() + 32, 32);
-  ECDSA_SIG_free(sig);
-  return rs;
 }
 
 // --- hashes -------------------------------------------------------------------------------
@@ -285,17 +225,18 @@ TEST(CryptoEcKey, OpensslVerifiesOurSignature) {
   write_file(dir / "input", data);
   write_file(dir / "sig.der", rs_to_der(key.sign(data)));
   std::string out;
-  const int rc = run("openssl dgst -sha256 -verify " + quote(dir / "pub.pem") + " -signature " +
-                         quote(dir / "sig.der") + " " + quote(dir / "input"),
-                     dir, out);
+  const int rc = run_shell("openssl dgst -sha256 -verify " + quote(dir / "pub.pem") +
+                               " -signature " + quote(dir / "sig.der") + " " + quote(dir / "input"),
+                           dir, out);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("Verified OK"), std::string::npos) << out;
 
   // And a digest signature, which is what image_sig carries.
   write_file(dir / "sig2.der", rs_to_der(key.sign_digest(sha256(data))));
-  const int rc2 = run("openssl dgst -sha256 -verify " + quote(dir / "pub.pem") + " -signature " +
-                          quote(dir / "sig2.der") + " " + quote(dir / "input"),
-                      dir, out);
+  const int rc2 =
+      run_shell("openssl dgst -sha256 -verify " + quote(dir / "pub.pem") + " -signature " +
+                    quote(dir / "sig2.der") + " " + quote(dir / "input"),
+                dir, out);
   EXPECT_EQ(rc2, 0) << out;
   EXPECT_NE(out.find("Verified OK"), std::string::npos) << out;
 }
@@ -303,16 +244,16 @@ TEST(CryptoEcKey, OpensslVerifiesOurSignature) {
 TEST(CryptoEcKey, WeVerifyOpensslSignature) {
   temp_dir dir;
   std::string out;
-  ASSERT_EQ(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
-                    quote(dir / "key.pem"),
-                dir, out),
+  ASSERT_EQ(run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
+                          quote(dir / "key.pem"),
+                      dir, out),
             0)
       << out;
   const std::string image = "an image, as `openssl dgst -sha256 -sign` signs it\n";
   write_file(dir / "image.bin", image);
-  ASSERT_EQ(run("openssl dgst -sha256 -sign " + quote(dir / "key.pem") + " -out " +
-                    quote(dir / "sig.der") + " " + quote(dir / "image.bin"),
-                dir, out),
+  ASSERT_EQ(run_shell("openssl dgst -sha256 -sign " + quote(dir / "key.pem") + " -out " +
+                          quote(dir / "sig.der") + " " + quote(dir / "image.bin"),
+                      dir, out),
             0)
       << out;
   const auto rs = der_to_rs(read_file(dir / "sig.der"));
@@ -330,13 +271,14 @@ TEST(CryptoEcKey, WeVerifyOpensslSignature) {
 TEST(CryptoEcKey, LoadsSec1AndPkcs8Pem) {
   temp_dir dir;
   std::string out;
-  ASSERT_EQ(run("openssl ecparam -name prime256v1 -genkey -noout -out " + quote(dir / "sec1.pem"),
+  ASSERT_EQ(
+      run_shell("openssl ecparam -name prime256v1 -genkey -noout -out " + quote(dir / "sec1.pem"),
                 dir, out),
-            0)
+      0)
       << out;
-  ASSERT_EQ(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
-                    quote(dir / "pkcs8.pem"),
-                dir, out),
+  ASSERT_EQ(run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
+                          quote(dir / "pkcs8.pem"),
+                      dir, out),
             0)
       << out;
   const auto sec1 = read_file(dir / "sec1.pem");
@@ -353,9 +295,9 @@ TEST(CryptoEcKey, LoadsSec1AndPkcs8Pem) {
     EXPECT_EQ(from_file->kid(), from_text->kid());
 
     // The kid is over the same DER that openssl exports.
-    ASSERT_EQ(run("openssl pkey -in " + quote(dir / name) + " -pubout -outform DER -out " +
-                      quote(dir / "pub.der"),
-                  dir, out),
+    ASSERT_EQ(run_shell("openssl pkey -in " + quote(dir / name) + " -pubout -outform DER -out " +
+                            quote(dir / "pub.der"),
+                        dir, out),
               0)
         << out;
     EXPECT_EQ(from_file->public_der(), read_file(dir / "pub.der"));
@@ -366,25 +308,25 @@ TEST(CryptoEcKey, LoadsSec1AndPkcs8Pem) {
 TEST(CryptoEcKey, RefusesOtherKeys) {
   temp_dir dir;
   std::string out;
-  ASSERT_EQ(run("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " +
-                    quote(dir / "rsa.pem"),
-                dir, out),
+  ASSERT_EQ(run_shell("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " +
+                          quote(dir / "rsa.pem"),
+                      dir, out),
             0)
       << out;
-  ASSERT_EQ(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out " +
-                    quote(dir / "p384.pem"),
-                dir, out),
+  ASSERT_EQ(run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out " +
+                          quote(dir / "p384.pem"),
+                      dir, out),
             0)
       << out;
-  ASSERT_EQ(run("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -aes256 "
-                "-pass pass:secret -out " +
-                    quote(dir / "encrypted.pem"),
-                dir, out),
+  ASSERT_EQ(run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -aes256 "
+                      "-pass pass:secret -out " +
+                          quote(dir / "encrypted.pem"),
+                      dir, out),
             0)
       << out;
-  ASSERT_EQ(run("openssl pkey -in " + quote(dir / "rsa.pem") + " -pubout -out " +
-                    quote(dir / "rsa_pub.pem"),
-                dir, out),
+  ASSERT_EQ(run_shell("openssl pkey -in " + quote(dir / "rsa.pem") + " -pubout -out " +
+                          quote(dir / "rsa_pub.pem"),
+                      dir, out),
             0)
       << out;
 

@@ -1,7 +1,6 @@
 // Compact JWS manifests: the shared vector from an independent signer, round trips, refusals,
 // and the openssl command line verifying what we sign.
 #include <gtest/gtest.h>
-#include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <stdlib.h>
 
@@ -9,27 +8,27 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
 #include "crypto/ec_key.hpp"
 #include "crypto/hash.hpp"
 #include "crypto/jws.hpp"
+#include "support/ecdsa_der.hpp"
+#include "support/files.hpp"
 
 namespace otter::crypto {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using test::quote;
+using test::read_file;
+using test::rs_to_der;
+using test::run_shell;
+using test::temp_dir;
+using test::write_file;
 
 nlohmann::json manifest_vector() {
-  const auto text = read_text(fs::path(OTTER_SHARED_DIR) / "vectors" / "manifest.json");
+  const auto text = read_file(fs::path(OTTER_SHARED_DIR) / "vectors" / "manifest.json");
   return nlohmann::json::parse(text);
 }
 
@@ -190,57 +189,19 @@ TEST(Jws, MalformedIsBadRequest) {
 
 // --- openssl as an independent verifier ---------------------------------------------------
 
-class temp_dir {
- public:
-  temp_dir() {
-    std::string tmpl = (fs::temp_directory_path() / "otter-jws-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-  fs::path operator/(std::string_view name) const { return path_ / name; }
-
- private:
-  fs::path path_;
-};
-
-void write_text(const fs::path& p, std::string_view data) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-std::string rs_to_der(std::span<const std::uint8_t> rs) {
-  ECDSA_SIG* sig = ECDSA_SIG_new();
-  ECDSA_SIG_set0(sig, BN_bin2bn(rs.data(), 32, nullptr), BN_bin2bn(rs.data() + 32, 32, nullptr));
-  unsigned char* der = nullptr;
-  const int len = i2d_ECDSA_SIG(sig, &der);
-  std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(len));
-  OPENSSL_free(der);
-  ECDSA_SIG_free(sig);
-  return out;
-}
-
 // openssl's verdict on a compact JWS: "Verified OK" or its complaint.
 std::string openssl_verify(const std::string& public_pem, const std::string& jws) {
-  temp_dir dir;
+  temp_dir dir("otter-jws");
   const auto dot2 = jws.rfind('.');
   const auto rs = base64url_decode(std::string_view(jws).substr(dot2 + 1));
   if (!rs || rs->size() != 64) return "bad signature encoding";
-  write_text(dir / "pub.pem", public_pem);
-  write_text(dir / "input", std::string_view(jws).substr(0, dot2));
-  write_text(dir / "sig.der", rs_to_der(*rs));
-  const std::string q = "'";
-  const std::string cmd = "openssl dgst -sha256 -verify " + q + (dir / "pub.pem").string() + q +
-                          " -signature " + q + (dir / "sig.der").string() + q + " " + q +
-                          (dir / "input").string() + q + " >" + q + (dir / "out").string() + q +
-                          " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  const auto out = read_text(dir / "out");
+  write_file(dir / "pub.pem", public_pem);
+  write_file(dir / "input", std::string_view(jws).substr(0, dot2));
+  write_file(dir / "sig.der", rs_to_der(*rs));
+  std::string out;
+  const int rc = run_shell("openssl dgst -sha256 -verify " + quote(dir / "pub.pem") +
+                               " -signature " + quote(dir / "sig.der") + " " + quote(dir / "input"),
+                           dir, out);
   return rc == 0 ? out : "exit " + std::to_string(rc) + ": " + out;
 }
 

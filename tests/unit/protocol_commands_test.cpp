@@ -7,6 +7,7 @@
 
 #include "protocol/commands.hpp"
 #include "protocol/messages.hpp"
+#include "support/refused.hpp"
 
 namespace {
 
@@ -14,17 +15,7 @@ using nlohmann::json;
 using otter::errc;
 using namespace otter::protocol;
 
-template <class T>
-testing::AssertionResult refused(const otter::result<T>& r, std::string_view field) {
-  if (r.ok()) return testing::AssertionFailure() << "accepted";
-  if (r.error().code != errc::bad_request)
-    return testing::AssertionFailure() << "code is " << otter::to_string(r.error().code);
-  const std::string quoted = "\"" + std::string(field) + "\"";
-  if (r.error().message.find(quoted) == std::string::npos)
-    return testing::AssertionFailure()
-           << "message \"" << r.error().message << "\" lacks " << quoted;
-  return testing::AssertionSuccess() << r.error().message;
-}
+using otter::test::refused;
 
 json with(json j, const char* key, json value) {
   j[key] = std::move(value);

@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "protocol/messages.hpp"
+#include "support/refused.hpp"
 
 namespace {
 
@@ -12,18 +13,7 @@ using nlohmann::json;
 using otter::errc;
 using namespace otter::protocol;
 
-// A refusal must be bad_request and name the offending field in quotes.
-template <class T>
-testing::AssertionResult refused(const otter::result<T>& r, std::string_view field) {
-  if (r.ok()) return testing::AssertionFailure() << "accepted";
-  if (r.error().code != errc::bad_request)
-    return testing::AssertionFailure() << "code is " << otter::to_string(r.error().code);
-  const std::string quoted = "\"" + std::string(field) + "\"";
-  if (r.error().message.find(quoted) == std::string::npos)
-    return testing::AssertionFailure()
-           << "message \"" << r.error().message << "\" lacks " << quoted;
-  return testing::AssertionSuccess() << r.error().message;
-}
+using otter::test::refused;
 
 json parse_ok(std::string_view payload) {
   auto r = parse_object(payload);

@@ -4,6 +4,7 @@
 #include <string_view>
 
 #include "protocol/target.hpp"
+#include "support/refused.hpp"
 
 namespace {
 
@@ -12,17 +13,7 @@ using otter::errc;
 using otter::protocol::parse_target;
 using otter::protocol::target;
 
-template <class T>
-testing::AssertionResult refused(const otter::result<T>& r, std::string_view field) {
-  if (r.ok()) return testing::AssertionFailure() << "accepted";
-  if (r.error().code != errc::bad_request)
-    return testing::AssertionFailure() << "code is " << otter::to_string(r.error().code);
-  const std::string quoted = "\"" + std::string(field) + "\"";
-  if (r.error().message.find(quoted) == std::string::npos)
-    return testing::AssertionFailure()
-           << "message \"" << r.error().message << "\" lacks " << quoted;
-  return testing::AssertionSuccess() << r.error().message;
-}
+using otter::test::refused;
 
 std::uint32_t basis_points_of(const json& percent) {
   const auto r = parse_target({{"type", "percent"}, {"percent", percent}});

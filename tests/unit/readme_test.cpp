@@ -35,7 +35,8 @@ TEST(readme, quick_start_names_the_two_commands_that_exist) {
   std::ifstream ci(OTTER_SOURCE_DIR "/.ci/run");
   std::ostringstream ss;
   ss << ci.rdbuf();
-  EXPECT_NE(ss.str().find("scripts/test.sh"), std::string::npos) << "CI must run the README's test command";
+  EXPECT_NE(ss.str().find("scripts/test.sh"), std::string::npos)
+      << "CI must run the README's test command";
 }
 
 }  // namespace

@@ -2,65 +2,28 @@
 // since release keys live offline and operators may sign with either. And the release keys
 // file (OTTER_RELEASE_KEYS) holds one or more PEM public keys.
 #include <gtest/gtest.h>
-#include <openssl/bn.h>
-#include <openssl/ecdsa.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "crypto/ec_key.hpp"
 #include "crypto/hash.hpp"
 #include "service/release_keys.hpp"
+#include "support/ecdsa_der.hpp"
+#include "support/files.hpp"
 
 namespace otter::service {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file(const fs::path& p, std::string_view data) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
-
-std::string quote(const fs::path& p) {
-  return "'" + p.string() + "'";
-}
-
-// What the image_sig tools disagree on is only the encoding: DER (openssl) vs r||s (JOSE).
-std::string rs_to_der(std::span<const std::uint8_t> rs) {
-  ECDSA_SIG* sig = ECDSA_SIG_new();
-  BIGNUM* r = BN_bin2bn(rs.data(), 32, nullptr);
-  BIGNUM* s = BN_bin2bn(rs.data() + 32, 32, nullptr);
-  ECDSA_SIG_set0(sig, r, s);
-  unsigned char* der = nullptr;
-  const int n = i2d_ECDSA_SIG(sig, &der);
-  std::string out(reinterpret_cast<const char*>(der), static_cast<std::size_t>(n > 0 ? n : 0));
-  OPENSSL_free(der);
-  ECDSA_SIG_free(sig);
-  return out;
-}
-
-std::vector<std::uint8_t> der_to_rs(const std::string& der) {
-  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
-  ECDSA_SIG* sig = d2i_ECDSA_SIG(nullptr, &p, static_cast<long>(der.size()));
-  if (!sig) return {};
-  std::vector<std::uint8_t> rs(64);
-  BN_bn2binpad(ECDSA_SIG_get0_r(sig), rs.data(), 32);
-  BN_bn2binpad(ECDSA_SIG_get0_s(sig), rs.data() + 32, 32);
-  ECDSA_SIG_free(sig);
-  return rs;
-}
+using test::der_to_rs;
+using test::quote;
+using test::read_file;
+using test::rs_to_der;
+using test::write_file;
 
 // The digest sign-image computes: the file streamed through sha256_stream.
 crypto::digest stream_digest(const fs::path& p) {

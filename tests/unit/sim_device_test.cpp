@@ -22,9 +22,12 @@
 #include "sim/device.hpp"
 #include "sim/image_download.hpp"
 #include "sim/manifest_check.hpp"
+#include "support/files.hpp"
 
 namespace otter::sim {
 namespace {
+
+using otter::test::read_file;
 
 using namespace std::chrono_literals;
 using nlohmann::json;
@@ -71,13 +74,6 @@ std::string sign_with_header(const crypto::ec_key& key, const json& header,
   return input + "." + crypto::base64url_encode(sig);
 }
 
-std::string read_text(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 class ManifestCheck : public ::testing::Test {
  protected:
   manifest_verdict check(const std::string& compact, const std::string& running = "1.0.0",
@@ -106,7 +102,7 @@ TEST_F(ManifestCheck, AcceptsAValidUpdate) {
 
 TEST_F(ManifestCheck, AcceptsTheSharedSignedVectorAndRefusesItsTamperedTwin) {
   const auto vec =
-      json::parse(read_text(std::filesystem::path(OTTER_SHARED_DIR) / "vectors" / "manifest.json"));
+      json::parse(read_file(std::filesystem::path(OTTER_SHARED_DIR) / "vectors" / "manifest.json"));
   const auto pinned = crypto::ec_key::from_public_pem(vec["public_key"].get<std::string>()).value();
   const auto running = v("1.0.0");
   const auto nonce = vec["claims"]["nonce"].get<std::string>();

@@ -18,12 +18,15 @@
 #include "protocol/commands.hpp"
 #include "protocol/error.hpp"
 #include "protocol/messages.hpp"
+#include "support/files.hpp"
 
 #ifndef OTTER_SOURCE_DIR
 #error "OTTER_SOURCE_DIR must name the repository"
 #endif
 
 namespace {
+
+using otter::test::read_file;
 
 namespace fs = std::filesystem;
 namespace protocol = otter::protocol;
@@ -38,15 +41,9 @@ const fs::path kShared{OTTER_SHARED_DIR};
 const fs::path kShared = kRepo / ".." / "shared";
 #endif
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + p.string());
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+json read_json(const fs::path& p) {
+  return json::parse(read_file(p));
 }
-
-json read_json(const fs::path& p) { return json::parse(read_text(p)); }
 
 json schema_examples(const std::string& name) {
   const json doc = read_json(kSchemas / (name + ".schema.json"));
@@ -239,7 +236,7 @@ TEST(TopicsExamples, ProtocolDocumentExamplesParse) {
   if (!fs::exists(doc)) GTEST_SKIP() << doc << " not found";
   const std::map<std::string, std::string> by_heading = {
       {"check", "check"}, {"chunk request", "chunk-request"}, {"status", "status"}};
-  std::istringstream in(read_text(doc));
+  std::istringstream in(read_file(doc));
   std::string line;
   std::string heading;
   std::size_t found = 0;
@@ -267,7 +264,7 @@ TEST(TopicsExamples, ProtocolDocumentExamplesParse) {
 // The README's examples marked <!-- schema: NAME -->: those the service parses must parse.
 TEST(TopicsExamples, ReadmeExamplesParse) {
   const fs::path doc = fs::path(OTTER_SOURCE_DIR) / "README.md";
-  std::istringstream in(read_text(doc));
+  std::istringstream in(read_file(doc));
   std::string line;
   std::string schema;
   std::size_t found = 0;
