@@ -1,5 +1,7 @@
 #include "service/device_handler.hpp"
 
+#include <charconv>
+
 #include <spdlog/spdlog.h>
 
 #include "crypto/jws.hpp"
@@ -103,15 +105,14 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
 
   for (const auto& rb : seen.rolled_back) {
     const std::string why = "checked in with " + m.version_text + " after success on " + rb.version;
-    set.statuses.push_back(
-        store::status_record{device, rb.rollout, m.version_text, "rolled_back", std::nullopt, why,
-                             now});
+    set.statuses.push_back(store::status_record{device, rb.rollout, m.version_text, "rolled_back",
+                                                std::nullopt, why, now});
     set.rollout_devices.push_back(
         store::rollout_device_record{rb.rollout, device, "rolled_back", now});
     auto ev = event("status", device);
     ev.rollout = rb.rollout;
-    ev.data = {{"state", "rolled_back"}, {"version", m.version_text}, {"derived", true},
-               {"error", why}};
+    ev.data = {
+        {"state", "rolled_back"}, {"version", m.version_text}, {"derived", true}, {"error", why}};
     set.events.push_back(std::move(ev));
     spdlog::info("decision=rolled_back device={} rollout={} succeeded={} now={}", device,
                  rb.rollout, rb.version, m.version_text);
@@ -157,10 +158,11 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
     d_.counters.offers++;
     d_.devices.on_offer(device, decision->chosen->id, decision->rel->version_text);
     if (d_.chunks)
-      d_.chunks->authorize(device, decision->rel->sha256, decision->rel->size, decision->chosen->id);
+      d_.chunks->authorize(device, decision->rel->sha256, decision->rel->size,
+                           decision->chosen->id);
     spdlog::info("decision=offer device={} model={} from={} version={} rollout={} downgrade={}",
-                 device, m.model, m.version_text, decision->rel->version_text,
-                 decision->chosen->id, decision->downgrade);
+                 device, m.model, m.version_text, decision->rel->version_text, decision->chosen->id,
+                 decision->downgrade);
   } else {
     d_.counters.up_to_date++;
     spdlog::info("decision=up_to_date device={} model={} version={}", device, m.model,
@@ -176,19 +178,18 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
 
   std::optional<std::int64_t> rollout_id;
   if (m.rollout) {
-    std::int64_t id = 0;
-    try {
-      id = std::stoll(*m.rollout);
-    } catch (const std::exception&) {
+    std::int64_t id = 0;  // not a number: no rollout has it, so "never offered" below
+    const auto& text = *m.rollout;
+    if (std::from_chars(text.data(), text.data() + text.size(), id).ptr !=
+        text.data() + text.size())
       id = 0;
-    }
     auto catalog = d_.catalog.current();
     bool known = false;
     for (const auto& r : catalog->rollouts) known = known || r.id == id;
     if (!known && !d_.devices.was_offered(device, id)) {
       return refuse(device, m.req,
-                    make_error(errc::not_found, "rollout \"" + *m.rollout +
-                                                    "\" was never offered to this device"),
+                    make_error(errc::not_found,
+                               "rollout \"" + *m.rollout + "\" was never offered to this device"),
                     "status");
     }
     rollout_id = id;
@@ -211,6 +212,18 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
       store::status_record{device, rollout_id, m.version_text, state, m.progress, m.error, now});
   if (rollout_id)
     set.rollout_devices.push_back(store::rollout_device_record{*rollout_id, device, state, now});
+  // `success` also records the device's new version, in the same all-or-nothing set. A device
+  // that never checked in has no known model yet: its first check records it.
+  if (m.state == protocol::status_state::success) {
+    if (auto model = d_.devices.model_of(device)) {
+      store::device_record dev;
+      dev.id = device;
+      dev.model = std::move(*model);
+      dev.version = m.version_text;
+      dev.seen = now;
+      set.devices.push_back(std::move(dev));
+    }
+  }
 
   // The registry is updated only once the records are queued, so memory never runs ahead.
   if (!d_.records.submit(std::move(set))) {
@@ -220,16 +233,7 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
                              "the service cannot record this report right now; send it again"),
                   "status");
   }
-  if (auto model = d_.devices.on_status(device, rollout_id, m)) {
-    store::record_set dev_set;
-    store::device_record dev;
-    dev.id = device;
-    dev.model = *model;
-    dev.version = m.version_text;
-    dev.seen = now;
-    dev_set.devices.push_back(std::move(dev));
-    if (!d_.records.submit(std::move(dev_set))) d_.counters.unavailable++;
-  }
+  d_.devices.on_status(device, rollout_id, m);
   spdlog::info("decision=status device={} state={} version={} rollout={}", device, state,
                m.version_text, rollout_id ? std::to_string(*rollout_id) : "none");
 }
@@ -243,7 +247,8 @@ void device_handler::on_chunk(const std::string& device, const nlohmann::json& o
     return refuse(device, parsed->req,
                   make_error(errc::unavailable, "chunk download is not enabled on this server"),
                   "chunk");
-  if (auto r = d_.chunks->request(device, *parsed); !r) refuse(device, parsed->req, r.error(), "chunk");
+  if (auto r = d_.chunks->request(device, *parsed); !r)
+    refuse(device, parsed->req, r.error(), "chunk");
 }
 
 }  // namespace otter::service

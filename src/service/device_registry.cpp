@@ -15,8 +15,8 @@ void device_registry::load(const std::vector<store::device_state>& devices) {
       for (const auto& [k, v] : d.attrs.items())
         if (v.is_string()) e.attrs[k] = v.get<std::string>();
     for (const auto& r : d.rollouts)
-      e.links.push_back(link{r.rollout, r.version, protocol::parse_semver(r.version), r.state,
-                             ++seq_});
+      e.links.push_back(
+          link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_});
     devices_[d.id] = std::move(e);
   }
 }
@@ -55,8 +55,8 @@ void device_registry::on_offer(const std::string& id, std::int64_t rollout,
     l->offer_seq = ++seq_;
     return;
   }
-  e.links.push_back(link{rollout, version_text, protocol::parse_semver(version_text), "offered",
-                         ++seq_});
+  e.links.push_back(
+      link{rollout, version_text, protocol::parse_semver(version_text), "offered", ++seq_});
 }
 
 std::optional<std::int64_t> device_registry::attribute(const std::string& id,
@@ -79,7 +79,14 @@ bool device_registry::was_offered(const std::string& id, std::int64_t rollout) c
                      [&](const link& l) { return l.rollout == rollout; });
 }
 
-std::optional<std::string> device_registry::on_status(const std::string& id, std::optional<std::int64_t> rollout,
+std::optional<std::string> device_registry::model_of(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  const auto it = devices_.find(id);
+  if (it == devices_.end() || it->second.model.empty()) return std::nullopt;
+  return it->second.model;
+}
+
+void device_registry::on_status(const std::string& id, std::optional<std::int64_t> rollout,
                                 const protocol::status_msg& m) {
   std::lock_guard lock(mu_);
   entry& e = devices_[id];  // a report may precede the first check; the check fills the rest
@@ -87,13 +94,11 @@ std::optional<std::string> device_registry::on_status(const std::string& id, std
     if (link* l = find_link(e, *rollout)) {
       l->state = std::string(protocol::to_string(m.state));
     } else {
-      e.links.push_back(link{*rollout, m.version_text, m.version,
-                             std::string(protocol::to_string(m.state)), 0});
+      e.links.push_back(
+          link{*rollout, m.version_text, m.version, std::string(protocol::to_string(m.state)), 0});
     }
   }
-  if (m.state != protocol::status_state::success || e.model.empty()) return std::nullopt;
-  e.version_text = m.version_text;
-  return e.model;
+  if (m.state == protocol::status_state::success) e.version_text = m.version_text;
 }
 
 std::size_t device_registry::size() const {

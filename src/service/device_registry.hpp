@@ -38,9 +38,10 @@ class device_registry {
                                         const protocol::semver& version) const;
   // Whether this device was ever offered that rollout (known for cancelled rollouts too).
   bool was_offered(const std::string& id, std::int64_t rollout) const;
-  // For a success report from a known device: its model, so the caller records the new
-  // version. nullopt otherwise (an unknown device's model is not known yet).
-  std::optional<std::string> on_status(const std::string& id, std::optional<std::int64_t> rollout,
+  // The model a device last checked in with; nullopt before its first check.
+  std::optional<std::string> model_of(const std::string& id) const;
+  // Remembers a report's state for its rollout; `success` also sets the device's version.
+  void on_status(const std::string& id, std::optional<std::int64_t> rollout,
                  const protocol::status_msg& m);
 
   std::size_t size() const;
