@@ -34,9 +34,13 @@ result<nlohmann::json> page_json(result<store::page> p) {
 admin_handler::admin_handler(admin_handler_deps deps, admin_settings settings)
     : d_(std::move(deps)), s_(std::move(settings)) {}
 
-admin_handler::~admin_handler() { stop(); }
+admin_handler::~admin_handler() {
+  stop();
+}
 
-void admin_handler::start() { thread_ = std::thread([this] { run(); }); }
+void admin_handler::start() {
+  thread_ = std::thread([this] { run(); });
+}
 
 void admin_handler::stop() {
   {
@@ -143,26 +147,34 @@ void admin_handler::respond(const std::string& op, const nlohmann::json& id,
   d_.out.publish(d_.topics.admin_response(op), answer.dump(), 1, false);
 }
 
+void admin_handler::record_operator_event(const std::string& kind, const std::string& op,
+                                          nlohmann::json data, const error* failure,
+                                          std::optional<std::int64_t> rollout) {
+  store::record_set set;
+  store::event_record e;
+  e.at = d_.time.now();
+  e.kind = kind;
+  e.actor = op;
+  e.instance = s_.instance;
+  e.rollout = rollout;
+  e.data = std::move(data);
+  e.data["ok"] = failure == nullptr;
+  if (failure) {
+    e.data["code"] = to_string(failure->code);
+    e.data["error"] = failure->message;
+  }
+  set.events.push_back(std::move(e));
+  if (!d_.records.submit(std::move(set))) d_.counters.unavailable++;
+}
+
 void admin_handler::record_command(const std::string& op, const nlohmann::json& id,
                                    const std::string& cmd, const nlohmann::json& args,
                                    const result<nlohmann::json>& r,
                                    std::optional<std::int64_t> rollout) {
   d_.counters.commands++;
   if (!r.ok()) d_.counters.command_errors++;
-  store::record_set set;
-  store::event_record e;
-  e.at = d_.time.now();
-  e.kind = "command";
-  e.actor = op;
-  e.instance = s_.instance;
-  e.rollout = rollout;
-  e.data = {{"id", id}, {"cmd", cmd}, {"args", args}, {"ok", r.ok()}};
-  if (!r.ok()) {
-    e.data["code"] = to_string(r.error().code);
-    e.data["error"] = r.error().message;
-  }
-  set.events.push_back(std::move(e));
-  if (!d_.records.submit(std::move(set))) d_.counters.unavailable++;
+  record_operator_event("command", op, {{"id", id}, {"cmd", cmd}, {"args", args}},
+                        r.ok() ? nullptr : &r.error(), rollout);
   if (r.ok())
     spdlog::info("decision=command operator={} cmd={} id={} ok=true", op, cmd, id.dump());
   else
@@ -188,8 +200,8 @@ void admin_handler::handle_request(const std::string& op, std::string_view paylo
   }
   auto r = execute(op, *req);
   std::optional<std::int64_t> rollout;
-  if (r.ok() && r.value().is_object() && r.value().contains("id") && req->cmd.rfind("rollout.", 0) == 0 &&
-      r.value()["id"].is_string()) {
+  if (r.ok() && r.value().is_object() && r.value().contains("id") &&
+      req->cmd.rfind("rollout.", 0) == 0 && r.value()["id"].is_string()) {
     try {
       rollout = std::stoll(r.value()["id"].get<std::string>());
     } catch (const std::exception&) {
@@ -236,8 +248,8 @@ result<nlohmann::json> admin_handler::execute(const std::string& op,
                                               const protocol::admin_request& r) {
   auto role = s_.operators.find(op);
   if (role == s_.operators.end())
-    return make_error(errc::unauthorized, "operator \"" + op +
-                                              "\" is not configured on this server (OTTER_OPERATORS)");
+    return make_error(errc::unauthorized,
+                      "operator \"" + op + "\" is not configured on this server (OTTER_OPERATORS)");
   if (!protocol::is_known_command(r.cmd))
     return make_error(errc::bad_request, "unknown command \"" + r.cmd + "\"");
   if (role->second != config::role::admin && !protocol::is_read_only_command(r.cmd))
@@ -269,13 +281,11 @@ result<nlohmann::json> admin_handler::execute(const std::string& op,
       return page_json(repo.list_releases(x));
     });
   } else if (r.cmd == "rollout.create") {
-    out = then(protocol::parse_rollout_create(a), [&](const protocol::rollout_create_args& x) {
-      return repo.create_rollout(x, op);
-    });
+    out = then(protocol::parse_rollout_create(a),
+               [&](const protocol::rollout_create_args& x) { return repo.create_rollout(x, op); });
   } else if (r.cmd == "rollout.get") {
-    out = then(protocol::parse_rollout_ref(a), [&](const protocol::rollout_ref_args& x) {
-      return repo.get_rollout(x.id, true);
-    });
+    out = then(protocol::parse_rollout_ref(a),
+               [&](const protocol::rollout_ref_args& x) { return repo.get_rollout(x.id, true); });
   } else if (r.cmd == "rollout.list") {
     out = then(protocol::parse_rollout_list(a), [&](const protocol::rollout_list_args& x) {
       return page_json(repo.list_rollouts(x));
@@ -299,17 +309,14 @@ result<nlohmann::json> admin_handler::execute(const std::string& op,
       return page_json(repo.list_devices(x));
     });
   } else if (r.cmd == "device.get") {
-    out = then(protocol::parse_device_get(a), [&](const protocol::device_get_args& x) {
-      return repo.get_device(x.id);
-    });
+    out = then(protocol::parse_device_get(a),
+               [&](const protocol::device_get_args& x) { return repo.get_device(x.id); });
   } else if (r.cmd == "status.list") {
-    out = then(protocol::parse_status_list(a), [&](const protocol::status_list_args& x) {
-      return page_json(repo.list_status(x));
-    });
+    out = then(protocol::parse_status_list(a),
+               [&](const protocol::status_list_args& x) { return page_json(repo.list_status(x)); });
   } else if (r.cmd == "events.list") {
-    out = then(protocol::parse_events_list(a), [&](const protocol::events_list_args& x) {
-      return page_json(repo.list_events(x));
-    });
+    out = then(protocol::parse_events_list(a),
+               [&](const protocol::events_list_args& x) { return page_json(repo.list_events(x)); });
   } else if (r.cmd == "metrics.get") {
     out = d_.service_metrics ? d_.service_metrics() : d_.counters.to_json();
   }
@@ -321,21 +328,10 @@ void admin_handler::handle_upload(const std::string& op, const std::string& uplo
                                   std::string_view payload) {
   nlohmann::json id = upload_id;
   auto finish = [&](const result<nlohmann::json>& r) {
-    store::record_set set;
-    store::event_record e;
-    e.at = d_.time.now();
-    e.kind = "upload";
-    e.actor = op;
-    e.instance = s_.instance;
-    e.data = {{"id", upload_id}, {"bytes", payload.size()}, {"ok", r.ok()}};
-    if (r.ok()) {
-      e.data["sha256"] = r.value()["sha256"];
-    } else {
-      e.data["code"] = to_string(r.error().code);
-      e.data["error"] = r.error().message;
-    }
-    set.events.push_back(std::move(e));
-    if (!d_.records.submit(std::move(set))) d_.counters.unavailable++;
+    nlohmann::json data = {{"id", upload_id}, {"bytes", payload.size()}};
+    if (r.ok()) data["sha256"] = r.value()["sha256"];
+    record_operator_event("upload", op, std::move(data), r.ok() ? nullptr : &r.error(),
+                          std::nullopt);
     spdlog::info("decision=upload operator={} id={} bytes={} ok={}{}", op, upload_id,
                  payload.size(), r.ok(), r.ok() ? "" : " reason=\"" + r.error().message + "\"");
     respond(op, id, r);
@@ -344,17 +340,17 @@ void admin_handler::handle_upload(const std::string& op, const std::string& uplo
   if (role == s_.operators.end())
     return finish(make_error(errc::unauthorized, "operator \"" + op + "\" is not configured"));
   if (role->second != config::role::admin)
-    return finish(make_error(errc::unauthorized, "operator \"" + op +
-                                                     "\" is a viewer; uploads need the admin role"));
+    return finish(make_error(errc::unauthorized,
+                             "operator \"" + op + "\" is a viewer; uploads need the admin role"));
   if (!protocol::valid_name(upload_id))
-    return finish(make_error(errc::bad_request,
-                             "upload id must be 1 to 64 characters of [A-Za-z0-9_.-]"));
+    return finish(
+        make_error(errc::bad_request, "upload id must be 1 to 64 characters of [A-Za-z0-9_.-]"));
   if (payload.empty()) return finish(make_error(errc::bad_request, "the image is empty"));
   if (payload.size() > s_.max_upload)
-    return finish(make_error(errc::bad_request,
-                             "the image is " + std::to_string(payload.size()) +
-                                 " bytes; the limit is " + std::to_string(s_.max_upload) +
-                                 " (OTTER_MAX_UPLOAD)"));
+    return finish(make_error(errc::bad_request, "the image is " + std::to_string(payload.size()) +
+                                                    " bytes; the limit is " +
+                                                    std::to_string(s_.max_upload) +
+                                                    " (OTTER_MAX_UPLOAD)"));
   auto stored = d_.images.put(payload);
   if (!stored) return finish(std::move(stored).error());
   auto added = d_.repo.add_upload(stored->sha256, stored->size, op);

@@ -33,8 +33,8 @@ struct admin_handler_deps {
   outbox& out;
   const clock& time;
   metrics& counters;
-  std::function<void()> reload_catalog;         // after a change, before the answer
-  std::function<void()> flush_records;          // before a read, so it sees every record
+  std::function<void()> reload_catalog;             // after a change, before the answer
+  std::function<void()> flush_records;              // before a read, so it sees every record
   std::function<nlohmann::json()> service_metrics;  // metrics.get
 };
 
@@ -81,6 +81,10 @@ class admin_handler {
   result<void> check_image_sig(const protocol::release_add_args& x);
   result<nlohmann::json> execute(const std::string& op, const protocol::admin_request& r);
   void respond(const std::string& op, const nlohmann::json& id, const result<nlohmann::json>& r);
+  // One event of the operator's doing (`command`, `upload`): `data` plus ok, and code and
+  // error when `failure` is set.
+  void record_operator_event(const std::string& kind, const std::string& op, nlohmann::json data,
+                             const error* failure, std::optional<std::int64_t> rollout);
   void record_command(const std::string& op, const nlohmann::json& id, const std::string& cmd,
                       const nlohmann::json& args, const result<nlohmann::json>& r,
                       std::optional<std::int64_t> rollout);
