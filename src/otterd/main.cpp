@@ -33,7 +33,9 @@ namespace {
 std::atomic<bool> g_stop{false};
 static_assert(std::atomic<bool>::is_always_lock_free);
 
-extern "C" void on_signal(int) { g_stop.store(true); }
+extern "C" void on_signal(int) {
+  g_stop.store(true);
+}
 
 constexpr const char* kUsage = R"(otterd: the otter over-the-air update service.
 
@@ -55,10 +57,18 @@ class json_message_flag final : public spdlog::custom_flag_formatter {
               spdlog::memory_buf_t& dest) override {
     for (char c : std::string_view(msg.payload.data(), msg.payload.size())) {
       switch (c) {
-        case '"': dest.append(std::string_view("\\\"")); break;
-        case '\\': dest.append(std::string_view("\\\\")); break;
-        case '\n': dest.append(std::string_view("\\n")); break;
-        case '\t': dest.append(std::string_view("\\t")); break;
+        case '"':
+          dest.append(std::string_view("\\\""));
+          break;
+        case '\\':
+          dest.append(std::string_view("\\\\"));
+          break;
+        case '\n':
+          dest.append(std::string_view("\\n"));
+          break;
+        case '\t':
+          dest.append(std::string_view("\\t"));
+          break;
         default:
           if (static_cast<unsigned char>(c) < 0x20) {
             char buf[8];
@@ -204,8 +214,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (otter::config::wants_help(args)) {
-    std::cout << kUsage << "\n"
-              << otter::config::help_text("otterd", "[OPTIONS]");
+    std::cout << kUsage << "\n" << otter::config::help_text("otterd", "[OPTIONS]");
     return 0;
   }
   auto cfg = otter::config::load(args, otter::config::process_env());
@@ -227,9 +236,10 @@ int main(int argc, char** argv) {
   if (cfg->signing_key.rfind("-----BEGIN", 0) != 0) {
     struct stat st {};
     if (::stat(cfg->signing_key.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
-      spdlog::warn("config: the signing key {} is readable by other users (mode {:o}); "
-                   "run: chmod 600 {}",
-                   cfg->signing_key, st.st_mode & 0777, cfg->signing_key);
+      spdlog::warn(
+          "config: the signing key {} is readable by other users (mode {:o}); "
+          "run: chmod 600 {}",
+          cfg->signing_key, st.st_mode & 0777, cfg->signing_key);
   }
   spdlog::info("otterd starting\n{}", otter::config::describe(*cfg));
 

@@ -14,9 +14,9 @@
 namespace otter::protocol {
 
 struct admin_request {
-  std::string id;        // 1..64 characters
-  std::string cmd;       // non-empty string; unknown commands are the dispatcher's concern
-  nlohmann::json args;   // object; {} when absent
+  std::string id;       // 1..64 characters
+  std::string cmd;      // non-empty string; unknown commands are the dispatcher's concern
+  nlohmann::json args;  // object; {} when absent
 };
 // bad_request when id/cmd is missing or not a string, or args is present but not an object.
 result<admin_request> parse_admin_request(const nlohmann::json& obj);
@@ -29,8 +29,8 @@ inline constexpr int kDefaultPageLimit = 100;
 inline constexpr int kMaxPageLimit = 1000;
 
 struct page_args {
-  int limit = kDefaultPageLimit;       // 1..1000: larger values clamped to 1000, < 1 refused
-  std::optional<std::int64_t> after;   // cursor: a string of decimal digits (an id)
+  int limit = kDefaultPageLimit;      // 1..1000: larger values clamped to 1000, < 1 refused
+  std::optional<std::int64_t> after;  // cursor: a string of decimal digits (an id)
 };
 
 struct version_arg {
@@ -95,8 +95,8 @@ struct status_list_args {
 };
 struct events_list_args {
   std::optional<std::string> device;
-  std::optional<std::string> kind;   // 1..32 of [a-z_]
-  std::optional<std::int64_t> since; // unix seconds, >= 0
+  std::optional<std::string> kind;    // 1..32 of [a-z_]
+  std::optional<std::int64_t> since;  // unix seconds, >= 0
   page_args page;
 };
 

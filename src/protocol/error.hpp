@@ -29,12 +29,14 @@ struct error {
   std::string message;
 };
 
-inline error make_error(errc code, std::string message) { return error{code, std::move(message)}; }
+inline error make_error(errc code, std::string message) {
+  return error{code, std::move(message)};
+}
 
 template <class T>
 class [[nodiscard]] result {
  public:
-  result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+  result(T value) : v_(std::move(value)) {}         // NOLINT(google-explicit-constructor)
   result(otter::error err) : v_(std::move(err)) {}  // NOLINT(google-explicit-constructor)
 
   bool ok() const noexcept { return v_.index() == 0; }

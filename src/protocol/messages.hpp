@@ -16,24 +16,31 @@ using attr_map = std::map<std::string, std::string>;
 
 // Payload -> JSON object. Errors (bad_request): larger than max_bytes, not UTF-8 / not JSON,
 // not an object. The message says which.
-result<nlohmann::json> parse_object(std::string_view payload,
-                                    std::size_t max_bytes = 16 * 1024);
+result<nlohmann::json> parse_object(std::string_view payload, std::size_t max_bytes = 16 * 1024);
 
 // The correlation field (e.g. "req" or "id") if present and a string of 1..64 characters,
 // so that an error about an otherwise bad message can still name it.
 std::optional<std::string> peek_string(const nlohmann::json& obj, const char* key);
 
 struct check_msg {
-  std::string req;      // 1..64 characters
-  std::string model;    // valid_name
+  std::string req;    // 1..64 characters
+  std::string model;  // valid_name
   std::string version_text;
   semver version;
-  std::string nonce;    // 16..64 hex characters
+  std::string nonce;              // 16..64 hex characters
   std::optional<attr_map> attrs;  // up to 16 pairs, key 1..32, value 0..128 characters
 };
 result<check_msg> parse_check(const nlohmann::json& obj);
 
-enum class status_state { downloading, verifying, installing, success, failed, rejected, rolled_back };
+enum class status_state {
+  downloading,
+  verifying,
+  installing,
+  success,
+  failed,
+  rejected,
+  rolled_back
+};
 std::string_view to_string(status_state s) noexcept;
 std::optional<status_state> status_state_from_string(std::string_view s) noexcept;
 
@@ -41,19 +48,19 @@ struct status_msg {
   std::optional<std::string> req;  // optional; 1..64 characters when present
   std::string version_text;        // required
   semver version;
-  status_state state;              // required
-  std::optional<int> progress;     // 0..100
-  std::optional<std::string> error;    // <= 256 characters; required with failed/rejected/rolled_back
+  status_state state;                // required
+  std::optional<int> progress;       // 0..100
+  std::optional<std::string> error;  // <= 256 characters; required with failed/rejected/rolled_back
   std::optional<std::string> rollout;  // decimal id string, 1..20 digits
 };
 result<status_msg> parse_status(const nlohmann::json& obj);
 
 struct chunk_request_msg {
   std::optional<std::string> req;
-  std::string file;        // 16 hex characters
+  std::string file;  // 16 hex characters
   std::uint64_t offset = 0;
-  std::uint32_t len = 0;   // >= 1
-  std::uint32_t count = 1; // >= 1; optional, default 1
+  std::uint32_t len = 0;    // >= 1
+  std::uint32_t count = 1;  // >= 1; optional, default 1
 };
 // Checks shape only; len/count against the configured maxima are the caller's (bad_request).
 result<chunk_request_msg> parse_chunk_request(const nlohmann::json& obj);

@@ -28,7 +28,9 @@ std::optional<semver> parse_semver(std::string_view text);
 
 // Precedence per semver.org section 11 (build metadata ignored).
 std::strong_ordering compare(const semver& a, const semver& b) noexcept;
-inline bool operator==(const semver& a, const semver& b) noexcept { return compare(a, b) == 0; }
+inline bool operator==(const semver& a, const semver& b) noexcept {
+  return compare(a, b) == 0;
+}
 inline std::strong_ordering operator<=>(const semver& a, const semver& b) noexcept {
   return compare(a, b);
 }

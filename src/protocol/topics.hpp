@@ -32,14 +32,14 @@ class topics {
   // nullopt: not a topic the service consumes (wrong root, wrong shape, service's own topics).
   std::optional<parsed_topic> parse(std::string_view topic) const;
 
-  std::string offer(std::string_view device) const;   // R/dev/D/down/offer
-  std::string error(std::string_view device) const;   // R/dev/D/down/error
+  std::string offer(std::string_view device) const;  // R/dev/D/down/offer
+  std::string error(std::string_view device) const;  // R/dev/D/down/error
   std::string chunk(std::string_view device, std::string_view file,
-                    std::uint64_t offset) const;      // R/dev/D/down/chunk/F/O
-  std::string admin_response(std::string_view op) const;  // R/admin/O/res
-  std::string event(std::string_view kind) const;         // R/events/<kind>
+                    std::uint64_t offset) const;               // R/dev/D/down/chunk/F/O
+  std::string admin_response(std::string_view op) const;       // R/admin/O/res
+  std::string event(std::string_view kind) const;              // R/events/<kind>
   std::string service_state(std::string_view instance) const;  // R/service/<i>/state
-  std::string metrics() const;                                  // R/service/metrics
+  std::string metrics() const;                                 // R/service/metrics
 
   // Subscription filters of the service.
   std::string device_up_filter() const;     // R/dev/+/up/+

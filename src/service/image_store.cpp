@@ -59,7 +59,8 @@ result<image_store::stored> image_store::put(std::string_view bytes) {
   int fd = ::mkstemp(tmpl.data());
   if (fd < 0)
     return make_error(errc::internal, std::string("cannot create a temporary file in the image "
-                                                  "folder: ") + std::strerror(errno));
+                                                  "folder: ") +
+                                          std::strerror(errno));
   auto fail = [&](const char* step) {
     const int e = errno;
     ::close(fd);

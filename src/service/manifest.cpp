@@ -18,9 +18,8 @@ nlohmann::ordered_json update_claims(const std::string& device, const std::strin
   c["iat"] = iat;
   c["exp"] = iat + s.ttl.count();
   c["rollout"] = d.chosen->id_text;
-  c["chunk"] = {{"file", chunk_file_id(d.rel->sha256)},
-                {"max", s.chunk_max},
-                {"window", s.chunk_window}};
+  c["chunk"] = {
+      {"file", chunk_file_id(d.rel->sha256)}, {"max", s.chunk_max}, {"window", s.chunk_window}};
   if (url) c["url"] = *url;
   if (d.rel->image_sig) c["image_sig"] = *d.rel->image_sig;
   if (d.downgrade) c["downgrade"] = true;

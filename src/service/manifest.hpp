@@ -18,7 +18,9 @@ struct manifest_settings {
 };
 
 // The chunk file id: the first 16 hex characters of the image SHA-256.
-inline std::string chunk_file_id(const std::string& sha256_hex) { return sha256_hex.substr(0, 16); }
+inline std::string chunk_file_id(const std::string& sha256_hex) {
+  return sha256_hex.substr(0, 16);
+}
 
 nlohmann::ordered_json update_claims(const std::string& device, const std::string& from_version,
                                      const std::string& nonce, std::int64_t iat,

@@ -8,8 +8,8 @@ namespace otter::service {
 
 struct metrics {
   std::atomic<std::uint64_t> checks{0};
-  std::atomic<std::uint64_t> offers{0};       // update: true
-  std::atomic<std::uint64_t> up_to_date{0};   // update: false
+  std::atomic<std::uint64_t> offers{0};      // update: true
+  std::atomic<std::uint64_t> up_to_date{0};  // update: false
   std::atomic<std::uint64_t> statuses{0};
   std::atomic<std::uint64_t> chunk_requests{0};
   std::atomic<std::uint64_t> device_errors{0};  // refused device messages

@@ -256,8 +256,7 @@ struct service::impl {
     }
     admin = std::make_unique<admin_handler>(
         admin_handler_deps{topics, repo, images, *records, *out, time, counters,
-                           [this] { reload_catalog(); },
-                           [this] { writer->flush(5s); },
+                           [this] { reload_catalog(); }, [this] { writer->flush(5s); },
                            [this] { return metrics_json(); }},
         as);
     admin->start();
@@ -269,8 +268,8 @@ struct service::impl {
       if (up) out->publish(topics.service_state(cfg.instance), "online", 1, true);
     });
     // Not connected yet: these are remembered and made on every (re)connect.
-    for (const auto& f : {topics.device_up_filter(), topics.admin_req_filter(),
-                          topics.admin_upload_filter()}) {
+    for (const auto& f :
+         {topics.device_up_filter(), topics.admin_req_filter(), topics.admin_upload_filter()}) {
       if (auto r = client->subscribe(with_share(cfg.share_group, f), 1); !r)
         throw std::runtime_error("cannot subscribe to " + f + ": " + r.error().message);
     }
@@ -309,6 +308,8 @@ service::service(config::settings settings, crypto::ec_key signing_key)
 
 service::~service() = default;
 
-int service::run(const std::atomic<bool>& stop) { return impl_->run(stop); }
+int service::run(const std::atomic<bool>& stop) {
+  return impl_->run(stop);
+}
 
 }  // namespace otter::service

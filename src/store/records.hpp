@@ -21,8 +21,8 @@ struct event_record {
   std::string instance;
   nlohmann::json data = nlohmann::json::object();
 
-  // The wire form of PROTOCOL.md: id (string of digits), at (RFC 3339), kind, device, actor, rollout
-  // (string or null), data.
+  // The wire form of PROTOCOL.md: id (string of digits), at (RFC 3339), kind, device, actor,
+  // rollout (string or null), data.
   nlohmann::json to_json() const;
 };
 

@@ -50,10 +50,13 @@ TEST_F(contract_test, every_message_the_service_sends_matches_its_schema) {
 
   auto up = admin_->upload("ct-img", std::string(5000, 'q'));
   capture("upload-response", up);
-  auto rel = admin_->cmd("release.add", {{"model", model}, {"version", "1.1.0"},
-                                         {"sha256", up["result"]["sha256"]}, {"notes", "n"}});
+  auto rel = admin_->cmd(
+      "release.add",
+      {{"model", model}, {"version", "1.1.0"}, {"sha256", up["result"]["sha256"]}, {"notes", "n"}});
   capture_response(rel, "release");
-  auto ro = admin_->cmd("rollout.create", {{"name", "c"}, {"model", model}, {"version", "1.1.0"},
+  auto ro = admin_->cmd("rollout.create", {{"name", "c"},
+                                           {"model", model},
+                                           {"version", "1.1.0"},
                                            {"target", {{"type", "percent"}, {"percent", 100}}}});
   capture_response(ro, "rollout");
   const std::string rid = ro["result"]["id"];
@@ -77,8 +80,7 @@ TEST_F(contract_test, every_message_the_service_sends_matches_its_schema) {
   capture("error", *err);
 
   capture_response(admin_->cmd("rollout.get", {{"id", rid}}), "rollout");
-  capture_response(admin_->cmd("release.get", {{"model", model}, {"version", "1.1.0"}}),
-                   "release");
+  capture_response(admin_->cmd("release.get", {{"model", model}, {"version", "1.1.0"}}), "release");
   capture_response(admin_->cmd("device.get", {{"id", "ct-dev"}}), "device");
   item_schema_ = "release";
   capture_response(admin_->cmd("release.list"), "page");
@@ -103,9 +105,9 @@ TEST_F(contract_test, every_message_the_service_sends_matches_its_schema) {
   ASSERT_TRUE(metrics);
   capture("service-metrics", nlohmann::json::parse(metrics->payload));
 
-  auto r = run_command({"node", OTTER_SOURCE_DIR "/tests/schema/validate_files.js",
-                        OTTER_SOURCE_DIR, out_.string()},
-                       {{"NODE_PATH", "/usr/share/nodejs"}});
+  auto r = run_command(
+      {"node", OTTER_SOURCE_DIR "/tests/schema/validate_files.js", OTTER_SOURCE_DIR, out_.string()},
+      {{"NODE_PATH", "/usr/share/nodejs"}});
   EXPECT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find(" 0 failed"), std::string::npos) << r.output;
 }

@@ -29,14 +29,16 @@ bool download(device& d, const nlohmann::json& claims, std::string& image, std::
   int req = 0;
   while (image.size() < size && image.size() < stop_after) {
     const std::uint64_t offset = image.size();
-    nlohmann::json r = {{"req", "k-" + std::to_string(++req)}, {"file", file},
-                        {"offset", offset}, {"len", len}, {"count", count}};
+    nlohmann::json r = {{"req", "k-" + std::to_string(++req)},
+                        {"file", file},
+                        {"offset", offset},
+                        {"len", len},
+                        {"count", count}};
     d.mqtt().publish("ota/v1/dev/" + d.id() + "/up/chunk", r.dump());
     for (std::uint32_t i = 0; i < count && image.size() < size; ++i) {
       const auto at = offset + std::uint64_t(i) * len;
-      auto m = d.mqtt().wait("ota/v1/dev/" + d.id() + "/down/chunk/" + file + "/" +
-                                 std::to_string(at),
-                             10s);
+      auto m = d.mqtt().wait(
+          "ota/v1/dev/" + d.id() + "/down/chunk/" + file + "/" + std::to_string(at), 10s);
       if (!m) return false;
       const auto expect = std::min<std::uint64_t>(len, size - at);
       if (m->payload.size() != expect) return false;
@@ -115,13 +117,34 @@ TEST_F(chunks_test, chunk_request_errors) {
     const char* code;
   };
   const std::vector<err_case> cases = {
-      {"len above max", &a, {{"req", "e1"}, {"file", file}, {"offset", 0}, {"len", 4097}, {"count", 1}}, "bad_request"},
-      {"count above window", &a, {{"req", "e2"}, {"file", file}, {"offset", 0}, {"len", 64}, {"count", 17}}, "bad_request"},
-      {"offset at end", &a, {{"req", "e3"}, {"file", file}, {"offset", 10000}, {"len", 64}, {"count", 1}}, "range"},
-      {"unknown file", &a, {{"req", "e4"}, {"file", "0123456789abcdef"}, {"offset", 0}, {"len", 64}, {"count", 1}}, "forbidden"},
-      {"not offered to this device", &b, {{"req", "e5"}, {"file", file}, {"offset", 0}, {"len", 64}, {"count", 1}}, "forbidden"},
-      {"bad file id", &a, {{"req", "e6"}, {"file", "xyz"}, {"offset", 0}, {"len", 64}, {"count", 1}}, "bad_request"},
-      {"negative offset", &a, {{"req", "e7"}, {"file", file}, {"offset", -1}, {"len", 64}, {"count", 1}}, "bad_request"},
+      {"len above max",
+       &a,
+       {{"req", "e1"}, {"file", file}, {"offset", 0}, {"len", 4097}, {"count", 1}},
+       "bad_request"},
+      {"count above window",
+       &a,
+       {{"req", "e2"}, {"file", file}, {"offset", 0}, {"len", 64}, {"count", 17}},
+       "bad_request"},
+      {"offset at end",
+       &a,
+       {{"req", "e3"}, {"file", file}, {"offset", 10000}, {"len", 64}, {"count", 1}},
+       "range"},
+      {"unknown file",
+       &a,
+       {{"req", "e4"}, {"file", "0123456789abcdef"}, {"offset", 0}, {"len", 64}, {"count", 1}},
+       "forbidden"},
+      {"not offered to this device",
+       &b,
+       {{"req", "e5"}, {"file", file}, {"offset", 0}, {"len", 64}, {"count", 1}},
+       "forbidden"},
+      {"bad file id",
+       &a,
+       {{"req", "e6"}, {"file", "xyz"}, {"offset", 0}, {"len", 64}, {"count", 1}},
+       "bad_request"},
+      {"negative offset",
+       &a,
+       {{"req", "e7"}, {"file", file}, {"offset", -1}, {"len", 64}, {"count", 1}},
+       "bad_request"},
   };
   for (const auto& c : cases) {
     auto err = c.dev->send_raw("chunk", c.req.dump(), topics_->error(c.dev->id()));

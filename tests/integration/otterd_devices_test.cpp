@@ -164,7 +164,10 @@ TEST_F(devices_test, status_reports_are_recorded_attributed_and_counted) {
   device d(env_, *topics_, "dev-s");
   d.connect_started();
   ASSERT_EQ(d.check(*pub_, kModel, "1.0.0")->answer["update"], true);
-  d.status({{"req", "s-1"}, {"version", "1.1.0"}, {"state", "downloading"}, {"progress", 50},
+  d.status({{"req", "s-1"},
+            {"version", "1.1.0"},
+            {"state", "downloading"},
+            {"progress", 50},
             {"rollout", rid}});
   d.status({{"req", "s-2"}, {"version", "1.1.0"}, {"state", "installing"}});  // no rollout
   d.status({{"req", "s-3"}, {"version", "1.1.0"}, {"state", "success"}, {"rollout", rid}});

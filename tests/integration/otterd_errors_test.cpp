@@ -42,7 +42,8 @@ TEST_F(errors_test, every_malformed_device_message_gets_its_error_and_service_ke
       {"short nonce", "check", R"({"req":"c4","model":"m","version":"1.0.0","nonce":"abc"})",
        "bad_request", "c4"},
       {"too many attrs", "check",
-       R"({"req":"c5","model":"m","version":"1.0.0",)" + nonce + R"(,"attrs":{"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6","g":"7","h":"8","i":"9","j":"10","k":"11","l":"12","m":"13","n":"14","o":"15","p":"16","q":"17"}})",
+       R"({"req":"c5","model":"m","version":"1.0.0",)" + nonce +
+           R"(,"attrs":{"a":"1","b":"2","c":"3","d":"4","e":"5","f":"6","g":"7","h":"8","i":"9","j":"10","k":"11","l":"12","m":"13","n":"14","o":"15","p":"16","q":"17"}})",
        "bad_request", "c5"},
       {"unknown state", "status", R"({"req":"s1","version":"1.0.0","state":"exploded"})",
        "bad_request", "s1"},
@@ -83,21 +84,30 @@ TEST_F(errors_test, operator_errors_use_the_documented_codes) {
   const std::vector<op_case> cases = {
       {"unknown command", "release.delete", nlohmann::json::object(), "bad_request"},
       {"missing args", "release.add", nlohmann::json::object(), "bad_request"},
-      {"bad sha", "release.add", {{"model", kModel}, {"version", "1.0.0"}, {"sha256", "xyz"}},
+      {"bad sha",
+       "release.add",
+       {{"model", kModel}, {"version", "1.0.0"}, {"sha256", "xyz"}},
        "bad_request"},
-      {"unknown upload", "release.add",
-       {{"model", kModel}, {"version", "1.0.0"}, {"sha256", std::string(64, 'a')}}, "not_found"},
+      {"unknown upload",
+       "release.add",
+       {{"model", kModel}, {"version", "1.0.0"}, {"sha256", std::string(64, 'a')}},
+       "not_found"},
       {"unknown rollout", "rollout.get", {{"id", "424242"}}, "not_found"},
       {"unknown device", "device.get", {{"id", "nobody"}}, "not_found"},
       {"unknown release", "release.get", {{"model", kModel}, {"version", "9.9.9"}}, "not_found"},
-      {"rollout of unknown release", "rollout.create",
+      {"rollout of unknown release",
+       "rollout.create",
        {{"name", "x"}, {"model", kModel}, {"version", "9.9.9"}, {"target", {{"type", "all"}}}},
        "not_found"},
-      {"bad percent", "rollout.create",
-       {{"name", "x"}, {"model", kModel}, {"version", "1.0.0"},
+      {"bad percent",
+       "rollout.create",
+       {{"name", "x"},
+        {"model", kModel},
+        {"version", "1.0.0"},
         {"target", {{"type", "percent"}, {"percent", 101}}}},
        "bad_request"},
-      {"bad target", "rollout.create",
+      {"bad target",
+       "rollout.create",
        {{"name", "x"}, {"model", kModel}, {"version", "1.0.0"}, {"target", {{"type", "some"}}}},
        "bad_request"},
       {"bad limit", "events.list", {{"limit", 0}}, "bad_request"},
@@ -121,8 +131,9 @@ TEST_F(errors_test, operator_errors_use_the_documented_codes) {
   // Conflicts.
   add_release(kModel, "1.0.0", "one");
   auto up = admin_->upload("dup", "one");
-  auto dup = admin_->cmd("release.add", {{"model", kModel}, {"version", "1.0.0+build.7"},
-                                         {"sha256", up["result"]["sha256"]}});
+  auto dup = admin_->cmd(
+      "release.add",
+      {{"model", kModel}, {"version", "1.0.0+build.7"}, {"sha256", up["result"]["sha256"]}});
   EXPECT_EQ(dup["error"]["code"], "conflict") << dup.dump();
 
   // Every command, refused or not, is an event.
@@ -132,10 +143,9 @@ TEST_F(errors_test, operator_errors_use_the_documented_codes) {
 
 TEST_F(errors_test, roles_are_enforced) {
   operator_client viewer(env_, *topics_, "viewer1");
-  auto r = viewer.cmd("rollout.create", {{"name", "x"},
-                                         {"model", kModel},
-                                         {"version", "1.0.0"},
-                                         {"target", {{"type", "all"}}}});
+  auto r = viewer.cmd(
+      "rollout.create",
+      {{"name", "x"}, {"model", kModel}, {"version", "1.0.0"}, {"target", {{"type", "all"}}}});
   EXPECT_EQ(r["error"]["code"], "unauthorized") << r.dump();
   auto up = viewer.upload("v-up", "bytes");
   EXPECT_EQ(up["error"]["code"], "unauthorized") << up.dump();
@@ -167,12 +177,12 @@ TEST_F(errors_test, uploads_are_content_addressed_and_bounded) {
   admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
   auto big = admin_->upload("img-4", std::string(2048, 'z'));
   EXPECT_EQ(big["error"]["code"], "bad_request");
-  EXPECT_NE(big["error"]["message"].get<std::string>().find("OTTER_MAX_UPLOAD"),
-            std::string::npos);
+  EXPECT_NE(big["error"]["message"].get<std::string>().find("OTTER_MAX_UPLOAD"), std::string::npos);
 }
 
 TEST_F(errors_test, paging_walks_every_item_once) {
-  for (int i = 0; i < 25; ++i) add_release(kModel, "1.0." + std::to_string(i), "img" + std::to_string(i));
+  for (int i = 0; i < 25; ++i)
+    add_release(kModel, "1.0." + std::to_string(i), "img" + std::to_string(i));
   std::set<std::string> seen;
   nlohmann::json args = {{"model", kModel}, {"limit", 10}};
   int pages = 0;

@@ -113,7 +113,6 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
   return pred();
 }
 
-
 class StoreTest : public ::testing::Test {
  protected:
   void SetUp() override { db_ = std::make_unique<test::scratch_db>(); }
