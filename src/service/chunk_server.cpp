@@ -44,7 +44,8 @@ void chunk_server::stop() {
 }
 
 void chunk_server::authorize(const std::string& device, const std::string& sha256,
-                             std::uint64_t size, std::int64_t rollout) {
+                             std::uint64_t size, std::int64_t rollout,
+                             std::optional<clock::time_point> offered) {
   std::lock_guard lock(mu_);
   auto& files = grants_[device];
   auto& g = files[chunk_file_id(sha256)];
@@ -52,7 +53,7 @@ void chunk_server::authorize(const std::string& device, const std::string& sha25
   g.sha256 = sha256;
   g.size = size;
   g.rollout = rollout;
-  g.offered = time_.now();
+  g.offered = offered.value_or(time_.now());
   // A device holds few grants: drop expired ones whenever it gets a new one.
   for (auto it = files.begin(); it != files.end();)
     it = g.offered - it->second.offered > s_.offer_validity ? files.erase(it) : std::next(it);

@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -44,9 +45,10 @@ class chunk_server {
   void start();
   void stop();
 
-  // An offer for this image was made to the device: it may now fetch the file.
+  // An offer for this image was made to the device (now, or at `offered` when a restarted
+  // service restores its grants): it may fetch the file until the offer is too old.
   void authorize(const std::string& device, const std::string& sha256, std::uint64_t size,
-                 std::int64_t rollout);
+                 std::int64_t rollout, std::optional<clock::time_point> offered = std::nullopt);
   // Checks the request against the protocol's rules and the device's grants, then queues it.
   // Errors: bad_request (len/count above the manifest's), forbidden (file not offered to this
   // device, or the offer expired), range (offset at or past the end), rate_limited (caps).

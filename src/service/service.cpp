@@ -185,6 +185,20 @@ struct service::impl {
                  secret.string());
   }
 
+  // Offers made before a restart still let their devices fetch: a download in progress goes
+  // on instead of failing with `forbidden` and a new check.
+  void restore_chunk_grants(std::chrono::seconds validity) {
+    try {
+      const auto offers = repo.load_recent_offers(time.now() - validity);
+      for (const auto& o : offers) chunks->authorize(o.device, o.sha256, o.size, o.rollout, o.at);
+      spdlog::info("decision=chunk_grants_restored grants={} window_s={}", offers.size(),
+                   validity.count());
+    } catch (const std::exception& e) {
+      // Not fatal: devices re-check and get a fresh offer.
+      spdlog::warn("decision=chunk_grants_not_restored reason=\"{}\"", e.what());
+    }
+  }
+
   void start_http() {
     if (!links) return;
     const auto hp = config::parse_host_port(cfg.http_addr);
@@ -236,6 +250,7 @@ struct service::impl {
         std::max<std::uint64_t>(1024 * 1024, 2ull * cfg.chunk_max * cfg.chunk_window);
     chunks = std::make_unique<chunk_server>(topics, images, *out, *records, time, counters, cs,
                                             cfg.instance);
+    restore_chunk_grants(cs.offer_validity);
     chunks->start();
     devices_handler = std::make_unique<device_handler>(
         device_handler_deps{topics, key, catalog, devices, *records, *out, time, counters,

@@ -143,6 +143,15 @@ constexpr const char* kAllRolloutDevices =
     "JOIN rollouts r ON r.id = rd.rollout JOIN releases rel ON rel.id = r.release_id "
     "ORDER BY rd.device, rd.rollout";
 
+// Offer events carry the rollout only for update offers; the rollout names the release.
+constexpr const char* kRecentOffers =
+    "SELECT DISTINCT ON (e.device, rel.sha256) e.device, rel.sha256, rel.size, e.rollout, "
+    "       (extract(epoch FROM e.at) * 1000)::bigint "
+    "FROM events e JOIN rollouts r ON r.id = e.rollout JOIN releases rel ON rel.id = r.release_id "
+    "WHERE e.at >= to_timestamp($1::bigint / 1000.0) AND e.kind = 'offer' "
+    "  AND e.device IS NOT NULL "
+    "ORDER BY e.device, rel.sha256, e.at DESC";
+
 template <class T>
 struct is_result : std::false_type {};
 template <class T>
@@ -632,6 +641,27 @@ std::vector<device_state> repository::load_devices() {
       if (it == index.end()) continue;  // a rollout row for a device never recorded
       out[it->second].rollouts.push_back(
           {r[1].as<std::int64_t>(), r[2].as<std::string>(), r[3].as<std::string>()});
+    }
+    return out;
+  });
+}
+
+std::vector<recent_offer> repository::load_recent_offers(
+    std::chrono::system_clock::time_point since) {
+  const auto since_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(since.time_since_epoch()).count();
+  return with_connection([&](pqxx::connection& c) {
+    pqxx::read_transaction tx{c};
+    std::vector<recent_offer> out;
+    for (const auto& r : tx.exec_params(kRecentOffers, static_cast<std::int64_t>(since_ms))) {
+      recent_offer o;
+      o.device = r[0].as<std::string>();
+      o.sha256 = r[1].as<std::string>();
+      o.size = static_cast<std::uint64_t>(r[2].as<std::int64_t>());
+      o.rollout = r[3].as<std::int64_t>();
+      o.at =
+          std::chrono::system_clock::time_point(std::chrono::milliseconds(r[4].as<std::int64_t>()));
+      out.push_back(std::move(o));
     }
     return out;
   });

@@ -30,6 +30,15 @@ namespace detail {
 struct session;  // store/pg_util.hpp
 }
 
+// An update offer as the chunk server needs it.
+struct recent_offer {
+  std::string device;
+  std::string sha256;
+  std::uint64_t size = 0;
+  std::int64_t rollout = 0;
+  std::chrono::system_clock::time_point at{};
+};
+
 // A device as the service keeps it in memory.
 struct device_state {
   std::string id;
@@ -100,6 +109,9 @@ class repository {
   // Start-up and refresh loads.
   rollout::catalog load_catalog();  // throws on failure
   std::vector<device_state> load_devices();
+  // The update offers made since `since`, newest per device and image: the chunk grants a
+  // restarted service restores, so that downloads in progress survive a restart.
+  std::vector<recent_offer> load_recent_offers(std::chrono::system_clock::time_point since);
 
  private:
   template <class F>

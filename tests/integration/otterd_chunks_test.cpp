@@ -2,6 +2,7 @@
 // and every refusal.
 #include <gtest/gtest.h>
 
+#include <pqxx/pqxx>
 #include <random>
 #include <thread>
 
@@ -75,6 +76,49 @@ TEST_F(chunks_test, a_device_downloads_an_image_by_windowed_chunks_and_resumes) 
   std::set<int> progress;
   for (const auto& e : ev["result"]["items"]) progress.insert(e["data"]["progress"].get<int>());
   EXPECT_EQ(progress, (std::set<int>{0, 25, 50, 75, 100})) << ev.dump();
+}
+
+TEST_F(chunks_test, a_restarted_service_keeps_serving_recent_offers_only) {
+  const auto image = random_image(200'000, 11);
+  const auto rel = add_release(kModel, "1.1.0", image);
+  create_rollout(kModel, "1.1.0", {{"type", "all"}});
+  device d(env_, *topics_, "dl-restart");
+  d.connect_started();
+  auto o = d.check(*pub_, kModel, "1.0.0");
+  ASSERT_TRUE(o && o->signature_ok);
+  std::string got;
+  ASSERT_TRUE(download(d, o->claims, got, 4096, 16, 100'000));
+
+  // A restart (a deploy, a crash): the offer is in PostgreSQL, so the download goes on
+  // without a new check.
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd();
+  ASSERT_TRUE(download(d, o->claims, got, 4096, 16)) << d.wait_error(1s).value_or(nullptr).dump();
+  EXPECT_EQ(crypto::sha256_hex(got), rel["sha256"]);
+  EXPECT_NE(otterd_->log().find("decision=chunk_grants_restored"), std::string::npos);
+
+  // Offers older than the manifest TTL are not restored: that device must check again.
+  ASSERT_EQ(stop_otterd(), 0);
+  {
+    pqxx::connection c{db_->url()};
+    pqxx::work tx{c};
+    tx.exec0(
+        "UPDATE events SET at = at - interval '2 hours' "
+        "WHERE device = 'dl-restart' AND kind = 'offer'");
+    tx.commit();
+  }
+  start_otterd();
+  const nlohmann::json req = {{"req", "k-old"},
+                              {"file", o->claims["chunk"]["file"]},
+                              {"offset", 0},
+                              {"len", 4096},
+                              {"count", 1}};
+  d.mqtt().publish("ota/v1/dev/dl-restart/up/chunk", req.dump());
+  auto err = d.wait_error();
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["code"], "forbidden") << err->dump();
+  EXPECT_EQ((*err)["req"], "k-old");
 }
 
 TEST_F(chunks_test, fifty_devices_download_at_once) {
