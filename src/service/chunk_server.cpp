@@ -3,9 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <cerrno>
-#include <spdlog/spdlog.h>
 
 #include "service/manifest.hpp"
 
@@ -30,6 +30,11 @@ chunk_server::~chunk_server() {
 
 void chunk_server::start() {
   for (int i = 0; i < std::max(1, s_.workers); ++i) workers_.emplace_back([this] { run(); });
+  if (s_.grant_wait.count() > 0) reaper_ = std::thread([this] { expire_waiting(); });
+}
+
+void chunk_server::on_late_refusal(refusal_handler handler) {
+  refuse_ = std::move(handler);
 }
 
 void chunk_server::stop() {
@@ -38,15 +43,29 @@ void chunk_server::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
+  reaper_cv_.notify_all();
   for (auto& t : workers_)
     if (t.joinable()) t.join();
   workers_.clear();
+  if (reaper_.joinable()) reaper_.join();
 }
 
 void chunk_server::authorize(const std::string& device, const std::string& sha256,
                              std::uint64_t size, std::int64_t rollout,
                              std::optional<clock::time_point> offered) {
-  std::lock_guard lock(mu_);
+  std::vector<refusal> late;
+  {
+    std::lock_guard lock(mu_);
+    authorize_locked(device, sha256, size, rollout, offered, late);
+  }
+  for (const auto& r : late)
+    if (refuse_) refuse_(r.device, r.req, r.err);
+}
+
+void chunk_server::authorize_locked(const std::string& device, const std::string& sha256,
+                                    std::uint64_t size, std::int64_t rollout,
+                                    std::optional<clock::time_point> offered,
+                                    std::vector<refusal>& late) {
   auto& files = grants_[device];
   auto& g = files[chunk_file_id(sha256)];
   if (g.sha256 != sha256) g = grant{};
@@ -57,6 +76,23 @@ void chunk_server::authorize(const std::string& device, const std::string& sha25
   // A device holds few grants: drop expired ones whenever it gets a new one.
   for (auto it = files.begin(); it != files.end();)
     it = g.offered - it->second.offered > s_.offer_validity ? files.erase(it) : std::next(it);
+  if (waiting_.empty()) return;
+  // Requests that waited for this grant go ahead now (or get their real refusal: range, caps).
+  const auto file = chunk_file_id(sha256);
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (it->device != device || it->msg.file != file) {
+      ++it;
+      continue;
+    }
+    bool missing = false;
+    auto r = queue_locked(device, it->msg, file, missing);
+    if (!r && !missing) {
+      late.push_back({device, it->msg.req, std::move(r).error()});
+    } else if (r) {
+      spdlog::debug("decision=chunk_grant_arrived device={} file={}", device, file);
+    }
+    it = missing ? std::next(it) : waiting_.erase(it);
+  }
 }
 
 std::uint64_t chunk_server::inflight_bytes() const {
@@ -64,7 +100,8 @@ std::uint64_t chunk_server::inflight_bytes() const {
   return total_inflight_;
 }
 
-result<void> chunk_server::request(const std::string& device, const protocol::chunk_request_msg& m) {
+result<void> chunk_server::request(const std::string& device,
+                                   const protocol::chunk_request_msg& m) {
   if (m.len > s_.max)
     return make_error(errc::bad_request, "\"len\" " + std::to_string(m.len) +
                                              " is above the manifest's chunk.max " +
@@ -77,6 +114,22 @@ result<void> chunk_server::request(const std::string& device, const protocol::ch
   std::transform(file.begin(), file.end(), file.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   std::lock_guard lock(mu_);
+  bool missing = false;
+  auto r = queue_locked(device, m, file, missing);
+  if (r || !missing || s_.grant_wait.count() <= 0) return r;
+  if (waiting_.size() >= s_.max_waiting) return r;
+  // Perhaps another instance made the offer: its grant is on the way.
+  auto held = m;
+  held.file = file;
+  waiting_.push_back({device, std::move(held), std::chrono::steady_clock::now() + s_.grant_wait});
+  spdlog::debug("decision=chunk_wait_for_grant device={} file={}", device, file);
+  return {};
+}
+
+result<void> chunk_server::queue_locked(const std::string& device,
+                                        const protocol::chunk_request_msg& m,
+                                        const std::string& file, bool& missing) {
+  missing = false;
   auto d = grants_.find(device);
   const grant* g = nullptr;
   if (d != grants_.end()) {
@@ -84,16 +137,20 @@ result<void> chunk_server::request(const std::string& device, const protocol::ch
     if (f != d->second.end()) g = &f->second;
   }
   // Whether or not the file exists: a device learns nothing about files it was not offered.
-  if (!g) return make_error(errc::forbidden, "file " + m.file + " was not offered to this device");
-  if (time_.now() - g->offered > s_.offer_validity)
+  if (!g) {
+    missing = true;
+    return make_error(errc::forbidden, "file " + m.file + " was not offered to this device");
+  }
+  if (time_.now() - g->offered > s_.offer_validity) {
+    missing = true;
     return make_error(errc::forbidden, "the offer of file " + m.file + " expired; check again");
+  }
   if (m.offset >= g->size)
     return make_error(errc::range, "\"offset\" " + std::to_string(m.offset) +
                                        " is at or past the end of the file (" +
                                        std::to_string(g->size) + " bytes)");
   const std::uint64_t remaining = g->size - m.offset;
-  const std::uint64_t bytes =
-      std::min<std::uint64_t>(remaining, std::uint64_t(m.len) * m.count);
+  const std::uint64_t bytes = std::min<std::uint64_t>(remaining, std::uint64_t(m.len) * m.count);
   auto& mine = device_inflight_[device];
   if (mine + bytes > s_.device_inflight_cap)
     return make_error(errc::rate_limited,
@@ -102,10 +159,34 @@ result<void> chunk_server::request(const std::string& device, const protocol::ch
     return make_error(errc::rate_limited, "the server is busy sending; ask again shortly");
   mine += bytes;
   total_inflight_ += bytes;
-  queue_.push_back(job{device, file, g->sha256, g->size, m.offset, m.len, m.count, bytes,
-                       g->rollout});
+  queue_.push_back(
+      job{device, file, g->sha256, g->size, m.offset, m.len, m.count, bytes, g->rollout});
   cv_.notify_one();
   return {};
+}
+
+void chunk_server::expire_waiting() {
+  for (;;) {
+    std::vector<refusal> late;
+    {
+      std::unique_lock lock(mu_);
+      reaper_cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stopping_; });
+      if (stopping_) return;
+      const auto now = std::chrono::steady_clock::now();
+      for (auto it = waiting_.begin(); it != waiting_.end();) {
+        if (it->until > now) {
+          ++it;
+          continue;
+        }
+        bool missing = false;
+        auto r = queue_locked(it->device, it->msg, it->msg.file, missing);
+        if (!r) late.push_back({it->device, it->msg.req, std::move(r).error()});
+        it = waiting_.erase(it);
+      }
+    }
+    for (const auto& r : late)
+      if (refuse_) refuse_(r.device, r.req, r.err);
+  }
 }
 
 void chunk_server::run() {
@@ -146,8 +227,8 @@ int chunk_server::open_image(const std::string& sha256) {
 void chunk_server::serve(const job& j) {
   const int fd = open_image(j.sha256);
   if (fd < 0) {
-    spdlog::error("decision=chunk_failed device={} file={} reason=\"image file missing\"",
-                  j.device, j.file);
+    spdlog::error("decision=chunk_failed device={} file={} reason=\"image file missing\"", j.device,
+                  j.file);
     nlohmann::json err = {{"code", "internal"}, {"message", "the image cannot be read"}};
     out_.publish(topics_.error(j.device), err.dump(), 1, false);
     return;

@@ -28,19 +28,24 @@
 namespace otter::service {
 
 struct chunk_settings {
-  std::uint32_t max = 4096;    // chunk.max of every manifest
-  std::uint32_t window = 16;   // chunk.window of every manifest
+  std::uint32_t max = 4096;                   // chunk.max of every manifest
+  std::uint32_t window = 16;                  // chunk.window of every manifest
   std::chrono::seconds offer_validity{3600};  // a device may fetch a file this long after its offer
-  std::uint64_t device_inflight_cap = 1024 * 1024;        // bytes queued for one device
+  std::uint64_t device_inflight_cap = 1024 * 1024;         // bytes queued for one device
   std::uint64_t total_inflight_cap = 64ull * 1024 * 1024;  // bytes queued for all devices
   int workers = 2;
+  // With shared subscriptions a chunk request may reach an instance that did not make the
+  // offer; the offer's grant arrives from the other instance (NOTIFY otter_grants) a few
+  // milliseconds later. Above zero, a request without a grant waits this long for one before
+  // it is refused.
+  std::chrono::milliseconds grant_wait{0};
+  std::size_t max_waiting = 10000;  // requests waiting for a grant; beyond: refused at once
 };
 
 class chunk_server {
  public:
   chunk_server(const protocol::topics& topics, image_store& images, outbox& out, recorder& records,
-               const clock& time, metrics& counters, chunk_settings settings,
-               std::string instance);
+               const clock& time, metrics& counters, chunk_settings settings, std::string instance);
   ~chunk_server();
   void start();
   void stop();
@@ -55,6 +60,12 @@ class chunk_server {
   result<void> request(const std::string& device, const protocol::chunk_request_msg& m);
 
   std::uint64_t inflight_bytes() const;
+
+  // How a request that waited for a grant in vain (or failed once it came) is refused: the
+  // same answer and record as an immediate refusal. Set before start().
+  using refusal_handler = std::function<void(const std::string& device,
+                                             const std::optional<std::string>& req, const error&)>;
+  void on_late_refusal(refusal_handler handler);
 
  private:
   struct grant {
@@ -75,7 +86,24 @@ class chunk_server {
     std::uint64_t bytes = 0;  // what this job adds to the in-flight counters
     std::int64_t rollout = 0;
   };
+  struct refusal {
+    std::string device;
+    std::optional<std::string> req;
+    error err;
+  };
+  void authorize_locked(const std::string& device, const std::string& sha256, std::uint64_t size,
+                        std::int64_t rollout, std::optional<clock::time_point> offered,
+                        std::vector<refusal>& late);
+  struct waiting {
+    std::string device;
+    protocol::chunk_request_msg msg;
+    std::chrono::steady_clock::time_point until;
+  };
   void run();
+  void expire_waiting();
+  // The request against the device's grant; `missing` tells a missing or expired grant apart.
+  result<void> queue_locked(const std::string& device, const protocol::chunk_request_msg& m,
+                            const std::string& file, bool& missing);
   void serve(const job& j);
   int open_image(const std::string& sha256);
   void record_progress(const job& j, std::uint64_t end);
@@ -95,8 +123,12 @@ class chunk_server {
   std::unordered_map<std::string, std::uint64_t> device_inflight_;
   std::uint64_t total_inflight_ = 0;
   std::deque<job> queue_;
+  std::vector<waiting> waiting_;
+  refusal_handler refuse_;
   bool stopping_ = false;
   std::vector<std::thread> workers_;
+  std::thread reaper_;  // refuses waiting requests whose time is up (grant_wait > 0 only)
+  std::condition_variable reaper_cv_;  // only stop() wakes it early
 
   std::mutex fd_mu_;
   std::unordered_map<std::string, int> fds_;  // sha256 -> open image

@@ -133,6 +133,9 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
                      {"downgrade", decision->downgrade}};
     set.rollout_devices.push_back(
         store::rollout_device_record{decision->chosen->id, device, "offered", now});
+    if (d_.announce_grants && d_.chunks)
+      set.grants.push_back(store::grant_record{instance_, device, decision->rel->sha256,
+                                               decision->rel->size, decision->chosen->id, now});
   } else {
     claims = no_update_claims(device, m.nonce, iat, settings_);
     offer_ev.data = {{"req", m.req}, {"update", false}, {"from", m.version_text}};

@@ -33,6 +33,8 @@ struct device_handler_deps {
   // HTTP downloads: the `url` claim for (device, sha256, exp); empty: no url in offers.
   std::function<std::optional<std::string>(const std::string&, const std::string&, std::int64_t)>
       download_url = {};
+  // Several instances share the device topics: tell the others of each chunk grant.
+  bool announce_grants = false;
 };
 
 class device_handler {
@@ -40,6 +42,11 @@ class device_handler {
   device_handler(device_handler_deps deps, manifest_settings settings, std::string instance);
 
   void handle(const protocol::parsed_topic& topic, std::string_view payload);
+  // A chunk request the chunk server held for a grant and then refused.
+  void refuse_chunk(const std::string& device, const std::optional<std::string>& req,
+                    const error& err) {
+    refuse(device, req, err, "chunk");
+  }
 
  private:
   void on_check(const std::string& device, const nlohmann::json& obj);

@@ -80,9 +80,9 @@ struct service::impl {
   std::unique_ptr<mqtt_outbox> out;
   std::unique_ptr<store::writer> writer;
   std::unique_ptr<writer_recorder> records;
-  std::unique_ptr<store::listener> listener;
   std::unique_ptr<chunk_server> chunks;
   std::unique_ptr<device_handler> devices_handler;
+  std::unique_ptr<store::listener> listener;  // after chunks: its thread calls into them
   std::unique_ptr<admin_handler> admin;
   std::unique_ptr<http::link_signer> links;  // set when HTTP download is on
   std::unique_ptr<http::server> http_server;
@@ -199,6 +199,17 @@ struct service::impl {
     }
   }
 
+  // Another instance's offers (NOTIFY otter_grants): its devices may fetch from this one too.
+  void on_grants(const std::string& payload) {
+    std::size_t n = 0;
+    for (const auto& g : store::parse_grant_notification(payload)) {
+      if (g.origin == cfg.instance) continue;
+      chunks->authorize(g.device, g.sha256, g.size, g.rollout, g.at);
+      ++n;
+    }
+    if (n) spdlog::debug("decision=chunk_grants_shared grants={}", n);
+  }
+
   void start_http() {
     if (!links) return;
     const auto hp = config::parse_host_port(cfg.http_addr);
@@ -238,9 +249,6 @@ struct service::impl {
         });
     records = std::make_unique<writer_recorder>(*writer);
     writer->start();
-    listener = std::make_unique<store::listener>(cfg.db_url, [this] { reload_catalog(); });
-    listener->start();
-
     manifest_settings ms{cfg.manifest_ttl, cfg.retry, cfg.chunk_max, cfg.chunk_window};
     chunk_settings cs;
     cs.max = cfg.chunk_max;
@@ -248,14 +256,26 @@ struct service::impl {
     cs.offer_validity = cfg.manifest_ttl;
     cs.device_inflight_cap =
         std::max<std::uint64_t>(1024 * 1024, 2ull * cfg.chunk_max * cfg.chunk_window);
+    // Instances that share the device topics share their chunk grants: a request may reach
+    // an instance that did not make the offer, so it waits a moment for the grant.
+    const bool shared = !cfg.share_group.empty();
+    if (shared) cs.grant_wait = std::chrono::milliseconds(1000);
     chunks = std::make_unique<chunk_server>(topics, images, *out, *records, time, counters, cs,
                                             cfg.instance);
     restore_chunk_grants(cs.offer_validity);
+    device_handler_deps dd{topics, key,  catalog,  devices,      *records,
+                           *out,   time, counters, chunks.get(), download_url()};
+    dd.announce_grants = shared;
+    devices_handler = std::make_unique<device_handler>(dd, ms, cfg.instance);
+    chunks->on_late_refusal(
+        [this](const std::string& device, const std::optional<std::string>& req, const error& err) {
+          devices_handler->refuse_chunk(device, req, err);
+        });
     chunks->start();
-    devices_handler = std::make_unique<device_handler>(
-        device_handler_deps{topics, key, catalog, devices, *records, *out, time, counters,
-                            chunks.get(), download_url()},
-        ms, cfg.instance);
+    listener = std::make_unique<store::listener>(
+        cfg.db_url, [this] { reload_catalog(); },
+        [this](const std::string& payload) { on_grants(payload); });
+    listener->start();
     admin_settings as;
     as.operators = cfg.operators;
     as.max_upload = cfg.max_upload;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <pqxx/pqxx>
 
 #include "store/pg_util.hpp"
@@ -12,7 +13,8 @@
 namespace otter::store {
 namespace {
 
-constexpr const char* kChannel = "otter_catalog";  // sql/001_init.sql's otter_notify_catalog()
+constexpr const char* kChannel = "otter_catalog";       // sql/001_init.sql's otter_notify_catalog()
+constexpr const char* kGrantsChannel = "otter_grants";  // the writer's NOTIFY
 
 constexpr std::chrono::milliseconds kBackoffMin{100};
 constexpr std::chrono::milliseconds kBackoffMax{5000};
@@ -43,10 +45,29 @@ class receiver final : public pqxx::notification_receiver {
   const std::function<void()>& on_change_;
 };
 
+class grants_receiver final : public pqxx::notification_receiver {
+ public:
+  grants_receiver(pqxx::connection_base& c, const std::function<void(const std::string&)>& f)
+      : pqxx::notification_receiver(c, kGrantsChannel), f_(f) {}
+  void operator()(const std::string& payload, int /*backend_pid*/) override {
+    try {
+      f_(payload);
+    } catch (const std::exception& e) {
+      spdlog::warn("store: listener: on_grants failed: {}", e.what());
+    }
+  }
+
+ private:
+  const std::function<void(const std::string&)>& f_;
+};
+
 }  // namespace
 
-listener::listener(std::string db_url, std::function<void()> on_change)
-    : db_url_(std::move(db_url)), on_change_(std::move(on_change)) {}
+listener::listener(std::string db_url, std::function<void()> on_change,
+                   std::function<void(const std::string&)> on_grants)
+    : db_url_(std::move(db_url)),
+      on_change_(std::move(on_change)),
+      on_grants_(std::move(on_grants)) {}
 
 listener::~listener() {
   stop();
@@ -69,6 +90,8 @@ void listener::run() {
     try {
       detail::session db{db_url_};
       receiver r{db.conn, on_change_};
+      std::optional<grants_receiver> g;
+      if (on_grants_) g.emplace(db.conn, on_grants_);
       // Destroyed before r: without a connection, r's destructor sends no UNLISTEN, which on a
       // broken connection would make libpqxx reconnect just to send it.
       struct closer {

@@ -1,5 +1,6 @@
 #pragma once
-// LISTEN otter_catalog on a connection of its own: another instance's command reaches this one.
+// LISTEN otter_catalog and otter_grants on a connection of its own: another instance's command
+// and its chunk grants reach this one.
 #include <atomic>
 #include <functional>
 #include <string>
@@ -11,7 +12,9 @@ class listener {
  public:
   // on_change runs on the listener thread for every notification, and once after each
   // (re)connect (a change may have been missed while away).
-  listener(std::string db_url, std::function<void()> on_change);
+  // on_grants (optional) gets the payload of every otter_grants notification.
+  listener(std::string db_url, std::function<void()> on_change,
+           std::function<void(const std::string&)> on_grants = {});
   ~listener();
   void start();
   void stop();
@@ -20,6 +23,7 @@ class listener {
   void run();
   std::string db_url_;
   std::function<void()> on_change_;
+  std::function<void(const std::string&)> on_grants_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

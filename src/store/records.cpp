@@ -35,4 +35,52 @@ nlohmann::json event_record::to_json() const {
   return j;
 }
 
+namespace {
+constexpr std::size_t kMaxNotifyPayload = 7000;  // PostgreSQL refuses 8000 bytes and more
+}  // namespace
+
+std::vector<std::string> grant_notifications(const std::vector<const grant_record*>& grants) {
+  std::vector<std::string> out;
+  std::string current;
+  for (const auto* g : grants) {
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(g->at.time_since_epoch()).count();
+    const auto item = nlohmann::json{{"o", g->origin}, {"d", g->device},  {"s", g->sha256},
+                                     {"n", g->size},   {"r", g->rollout}, {"t", ms}}
+                          .dump();
+    if (!current.empty() && current.size() + item.size() + 2 > kMaxNotifyPayload) {
+      out.push_back(current + "]");
+      current.clear();
+    }
+    current += current.empty() ? "[" : ",";
+    current += item;
+  }
+  if (!current.empty()) out.push_back(current + "]");
+  return out;
+}
+
+std::vector<grant_record> parse_grant_notification(std::string_view payload) {
+  std::vector<grant_record> out;
+  const auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (!j.is_array()) return out;
+  for (const auto& it : j) {
+    if (!it.is_object()) continue;
+    const auto o = it.find("o"), d = it.find("d"), s = it.find("s"), n = it.find("n"),
+               r = it.find("r"), t = it.find("t");
+    if (o == it.end() || d == it.end() || s == it.end() || n == it.end() || r == it.end() ||
+        t == it.end() || !o->is_string() || !d->is_string() || !s->is_string() ||
+        !n->is_number_unsigned() || !r->is_number_integer() || !t->is_number_integer())
+      continue;
+    grant_record g;
+    g.origin = o->get<std::string>();
+    g.device = d->get<std::string>();
+    g.sha256 = s->get<std::string>();
+    g.size = n->get<std::uint64_t>();
+    g.rollout = r->get<std::int64_t>();
+    g.at = time_point(std::chrono::milliseconds(t->get<std::int64_t>()));
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
 }  // namespace otter::store

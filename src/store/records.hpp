@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace otter::store {
@@ -56,17 +57,36 @@ struct rollout_device_record {
   time_point at;
 };
 
+// A chunk grant (an update offer) that other instances must learn of: with shared
+// subscriptions a device's chunk requests may reach an instance that did not make the offer.
+// Not stored: the writer NOTIFYs it when the batch commits.
+struct grant_record {
+  std::string origin;  // the instance that made the offer
+  std::string device;
+  std::string sha256;
+  std::uint64_t size = 0;
+  std::int64_t rollout = 0;
+  time_point at;
+};
+
 // Everything one incoming message causes, written together or not at all.
 struct record_set {
   std::vector<event_record> events;
   std::vector<device_record> devices;
   std::vector<status_record> statuses;
   std::vector<rollout_device_record> rollout_devices;
+  std::vector<grant_record> grants;
 
   std::size_t size() const noexcept {
-    return events.size() + devices.size() + statuses.size() + rollout_devices.size();
+    return events.size() + devices.size() + statuses.size() + rollout_devices.size() +
+           grants.size();
   }
 };
+
+// The payloads of NOTIFY otter_grants for `grants`: JSON arrays, each under PostgreSQL's
+// 8000-byte limit. Inverse: parse_grant_notification (records it cannot read are skipped).
+std::vector<std::string> grant_notifications(const std::vector<const grant_record*>& grants);
+std::vector<grant_record> parse_grant_notification(std::string_view payload);
 
 // RFC 3339 UTC with milliseconds, e.g. "2026-11-27T21:00:07.123Z".
 std::string to_rfc3339(time_point t);

@@ -65,6 +65,9 @@ constexpr const char* kUpsertRolloutDevices =
     "  offered_at = COALESCE(r.offered_at, EXCLUDED.offered_at), "
     "  updated_at = GREATEST(r.updated_at, EXCLUDED.updated_at)";
 
+// NOTIFY is transactional: other instances hear of the grants only if the batch commits.
+constexpr const char* kNotifyGrants = "SELECT pg_notify('otter_grants', $1)";
+
 constexpr std::size_t kMaxBatchRecords = 5000;
 constexpr std::chrono::milliseconds kBackoffMin{100};
 constexpr std::chrono::milliseconds kBackoffMax{5000};
@@ -206,6 +209,11 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
     }
     tx.exec_params0(kUpsertRolloutDevices, detail::dump(rows));
   }
+
+  std::vector<const grant_record*> grants;
+  for (std::size_t i = 0; i < count; ++i)
+    for (const auto& g : batch[i].grants) grants.push_back(&g);
+  for (const auto& payload : grant_notifications(grants)) tx.exec_params(kNotifyGrants, payload);
 
   tx.commit();
 }

@@ -215,5 +215,53 @@ TEST_F(faults_test, a_second_instance_sees_a_command_within_a_second) {
   EXPECT_EQ(second.stop(), 0);
 }
 
+// With a shared subscription a device's chunk requests are spread over the instances, most of
+// which did not make its offer: the grant travels (NOTIFY otter_grants) and every request is
+// served, none refused `forbidden`.
+TEST_F(faults_test, two_instances_share_chunk_grants) {
+  std::string image(60'000, '\0');
+  for (std::size_t i = 0; i < image.size(); ++i) image[i] = static_cast<char>((i * 131) ^ (i >> 7));
+  add_release(kModel, "1.2.0", image);
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd({{"OTTER_SHARE_GROUP", "otter"}});
+  auto env2 = otterd_env();
+  env2["OTTER_SHARE_GROUP"] = "otter";
+  env2["OTTER_INSTANCE"] = instance_ + "-b";
+  env2["OTTER_MQTT_CLIENT_ID"] = "otterd-" + instance_ + "-b";
+  otterd_process second(env2, dir_);
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+  create_rollout(kModel, "1.2.0", {{"type", "all"}});
+  std::this_thread::sleep_for(1s);
+
+  for (int n = 0; n < 3; ++n) {
+    const std::string id = "share-" + std::to_string(n);
+    device d(env_, *topics_, id);
+    d.connect_started();
+    auto o = d.check(*pub_, kModel, "1.0.0");
+    ASSERT_TRUE(o && o->answer["update"] == true) << id;
+    const std::string file = o->claims["chunk"]["file"];
+    std::string got;
+    // One chunk per request: many requests, spread over both instances.
+    for (int req = 0; got.size() < image.size(); ++req) {
+      const nlohmann::json r = {{"req", "k-" + std::to_string(req)},
+                                {"file", file},
+                                {"offset", got.size()},
+                                {"len", 4096},
+                                {"count", 1}};
+      d.mqtt().publish("ota/v1/dev/" + id + "/up/chunk", r.dump());
+      auto m = d.mqtt().wait(
+          "ota/v1/dev/" + id + "/down/chunk/" + file + "/" + std::to_string(got.size()), 5s);
+      ASSERT_TRUE(m) << id << " at " << got.size() << ": "
+                     << d.wait_error(100ms).value_or(nullptr).dump();
+      got += m->payload;
+    }
+    EXPECT_EQ(got, image) << id;
+    EXPECT_FALSE(d.wait_error(100ms)) << id;
+  }
+  EXPECT_EQ(second.stop(), 0);
+}
+
 }  // namespace
 }  // namespace otter::test
