@@ -125,10 +125,15 @@ std::vector<unsigned char> rs_to_der(std::span<const std::uint8_t> rs) {
 
 struct ec_key::impl {
   pkey_ptr pkey;
+  // Computed once: encoding the public key through OpenSSL 3 costs more than signing, and every
+  // manifest's header names it.
+  std::string kid;
 };
 
 ec_key::ec_key(std::unique_ptr<impl> p, bool has_private)
-    : impl_(std::move(p)), has_private_(has_private) {}
+    : impl_(std::move(p)), has_private_(has_private) {
+  impl_->kid = sha256_hex(public_der()).substr(0, 16);
+}
 ec_key::ec_key(ec_key&&) noexcept = default;
 ec_key& ec_key::operator=(ec_key&&) noexcept = default;
 ec_key::~ec_key() = default;
@@ -218,7 +223,7 @@ std::string ec_key::public_der() const {
 }
 
 std::string ec_key::kid() const {
-  return sha256_hex(public_der()).substr(0, 16);
+  return impl_->kid;
 }
 
 std::array<std::uint8_t, 64> ec_key::sign(std::string_view data) const {
