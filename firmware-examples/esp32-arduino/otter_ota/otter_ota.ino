@@ -1,0 +1,304 @@
+// otter OTA for ESP32 with Arduino: PubSubClient for MQTT, Update for the flash, the portable
+// otter device core (../../core) for the protocol. Before building, copy the core into this
+// sketch's src/ folder:  ../sync_core.sh   (see firmware-examples/README.md).
+//
+// Targets Arduino-ESP32 2.0.x (ESP-IDF 4.4, mbedTLS 2.28) and 3.0.x (ESP-IDF 5.1, mbedTLS 3.x),
+// PubSubClient 2.8. Not compiled in the otter repository (no ESP toolchain there).
+#include <Arduino.h>
+#include <Preferences.h>
+#include <PubSubClient.h>
+#include <Update.h>
+#include <WiFi.h>
+#include <esp_ota_ops.h>
+#include <esp_system.h>
+#if __has_include(<esp_random.h>)
+#include <esp_random.h>  // ESP-IDF 5 (Arduino-ESP32 3.x) moved esp_fill_random here
+#endif
+#include <time.h>
+
+#include "src/otter_core/otter_core.h"
+
+// ---- settings: edit these -------------------------------------------------------------
+static const char* WIFI_SSID = "your-ssid";
+static const char* WIFI_PASSWORD = "your-password";
+static const char* MQTT_HOST = "192.168.1.10";
+static const uint16_t MQTT_PORT = 1883;
+static const char* MQTT_USER = nullptr;  // production brokers: username = device id
+static const char* MQTT_PASSWORD = nullptr;
+static const char* MODEL = "esp32-devkitc";
+static const char* FW_VERSION = "1.0.0";  // bump for every image you release
+// The service's manifest key: `otterctl` or the operator gives it (PEM public key).
+static const char MANIFEST_KEY_PEM[] =
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE9I41+okjBrVhPUsnGFcA6IKXUy7N\n"
+    "p8BbMkduZuAJc736vjTS1o07HDAfV6aCU9NcFngWFZiSSpuob9zxt+O9nA==\n"
+    "-----END PUBLIC KEY-----\n";
+// Optional release key: when set, every image must carry a valid image_sig.
+static const char* RELEASE_KEY_PEM = nullptr;
+
+// PubSubClient keeps one buffer for the whole packet, in and out: it must hold an offer
+// (about 1.2 KB with image_sig) and a chunk (topic of about 80 bytes + CHUNK_LEN).
+static const uint16_t MQTT_BUFFER = 2048;
+static const uint32_t CHUNK_LEN = 1024;
+static const uint32_t WINDOW = 4;
+static const uint32_t OFFER_TIMEOUT_MS = 10000;
+static const uint32_t CHUNK_TIMEOUT_MS = 5000;
+static const uint32_t CHECK_INTERVAL_MS = 3600UL * 1000UL;  // when the manifest gives no retry_s
+
+// ---- state ----------------------------------------------------------------------------
+static WiFiClient net;
+static PubSubClient mqtt(net);
+static Preferences prefs;
+static char device_id[24];
+static otter_pubkey manifest_key;
+static otter_pubkey release_key;
+static otter_device dev;
+static char scratch[MQTT_BUFFER];  // the offer's manifest, decoded
+static char out[512];              // messages we build
+static char topic[128];
+
+enum phase { IDLE, WAIT_OFFER, DOWNLOADING };
+static phase state = IDLE;
+static uint32_t phase_since = 0;
+static uint32_t last_chunk_at = 0;
+static uint32_t next_check_at = 0;
+static int reported_progress = -1;
+static bool checked_once = false;
+
+static int random_bytes(void*, uint8_t* buf, size_t n) {
+  esp_fill_random(buf, n);  // hardware RNG (true random with Wi-Fi on)
+  return 0;
+}
+
+static int64_t now_unix() {
+  const time_t t = time(nullptr);
+  return t > 1700000000 ? (int64_t)t : 0;  // 0: unknown (no SNTP yet), exp is not checked
+}
+
+static bool publish(otter_topic_kind kind, size_t len) {
+  if (otter_topic(&dev, kind, topic, sizeof topic) != OTTER_OK) return false;
+  // PubSubClient publishes at QoS 0 only; lost checks and chunk requests are repeated on
+  // timeouts, and the service tolerates a lost status.
+  return mqtt.publish(topic, (const uint8_t*)out, len, false);
+}
+
+static void send_status(otter_state st, int progress, const char* error, const char* version,
+                        const char* rollout) {
+  otter_status s = {st, progress, error, version, rollout};
+  size_t n = 0;
+  if (otter_build_status(&dev, &s, out, sizeof out, &n) == OTTER_OK) publish(OTTER_TOPIC_STATUS, n);
+}
+
+static void send_check() {
+  size_t n = 0;
+  if (otter_build_check(&dev, out, sizeof out, &n) != OTTER_OK) return;
+  publish(OTTER_TOPIC_CHECK, n);
+  state = WAIT_OFFER;
+  phase_since = millis();
+}
+
+static void request_chunks() {
+  size_t n = 0;
+  if (otter_build_chunk_request(&dev, out, sizeof out, &n) == OTTER_OK)
+    publish(OTTER_TOPIC_CHUNK, n);
+  last_chunk_at = millis();
+}
+
+static void fail_download(const char* why) {
+  Serial.printf("otter: update failed: %s\n", why);
+  send_status(OTTER_STATE_FAILED, -1, why, nullptr, nullptr);
+  otter_download_abort(&dev);
+  if (Update.isRunning()) Update.abort();
+  state = IDLE;
+  next_check_at = millis() + 60000;
+}
+
+static void finish_download() {
+  send_status(OTTER_STATE_VERIFYING, 100, nullptr, nullptr, nullptr);
+  const otter_err rc = otter_download_finish(&dev);
+  if (rc != OTTER_OK) {
+    fail_download(otter_strerror(rc));
+    return;
+  }
+  send_status(OTTER_STATE_INSTALLING, 100, nullptr, nullptr, nullptr);
+  if (!Update.end()) {  // checks the ESP image and sets the boot partition
+    fail_download(Update.errorString());
+    return;
+  }
+  // The new image reports success after the restart; remember what it should be.
+  prefs.putString("pending", dev.manifest.version);
+  prefs.putString("rollout", dev.manifest.rollout);
+  Serial.printf("otter: installed %s, restarting\n", dev.manifest.version);
+  mqtt.loop();
+  delay(500);
+  ESP.restart();
+}
+
+static void on_offer(const uint8_t* payload, unsigned int len) {
+  otter_manifest m;
+  const otter_err rc =
+      otter_handle_offer(&dev, (const char*)payload, len, scratch, sizeof scratch, now_unix(), &m);
+  if (rc == OTTER_E_REQ) return;  // an answer to an older check
+  if (rc != OTTER_OK) {
+    Serial.printf("otter: manifest refused: %s\n", otter_strerror(rc));
+    send_status(OTTER_STATE_REJECTED, -1, otter_strerror(rc), nullptr, "");
+    state = IDLE;
+    next_check_at = millis() + CHECK_INTERVAL_MS;
+    return;
+  }
+  if (!checked_once) {
+    // The first verified answer since boot: this image can talk to the service, keep it.
+    checked_once = true;
+    esp_ota_mark_app_valid_cancel_rollback();
+  }
+  if (!m.update) {
+    if (Update.isRunning()) Update.abort();  // the core dropped its download too
+    state = IDLE;
+    next_check_at = millis() + (m.retry_s > 0 ? (uint32_t)m.retry_s * 1000UL : CHECK_INTERVAL_MS);
+    return;
+  }
+  Serial.printf("otter: update %s -> %s (%llu bytes)\n", FW_VERSION, m.version,
+                (unsigned long long)m.size);
+  // Resuming the same image after a reconnect keeps Update running; anything else starts over.
+  if (otter_download_offset(&dev) == 0) {
+    if (Update.isRunning()) Update.abort();
+    if (!Update.begin(m.size)) {
+      fail_download(Update.errorString());
+      return;
+    }
+  }
+  state = DOWNLOADING;
+  reported_progress = -1;
+  request_chunks();
+}
+
+static void on_chunk(uint64_t offset, const uint8_t* payload, unsigned int len) {
+  const otter_err rc = otter_chunk_receive(&dev, offset, payload, len);
+  if (rc != OTTER_OK) return;  // duplicate, out of order or refused: the window logic asks again
+  // Update.write takes a non-const pointer; it does not modify the data.
+  if (Update.write((uint8_t*)payload, len) != len) {
+    fail_download(Update.errorString());
+    return;
+  }
+  last_chunk_at = millis();
+  const int p = otter_download_progress(&dev);
+  if (reported_progress < 0 || p / 10 != reported_progress / 10) {
+    reported_progress = p;
+    send_status(OTTER_STATE_DOWNLOADING, p, nullptr, nullptr, nullptr);
+  }
+  if (otter_download_complete(&dev)) {
+    finish_download();
+    return;
+  }
+  if (otter_download_need_request(&dev)) request_chunks();
+}
+
+// PubSubClient hands over its own buffer: everything is read before anything is published,
+// since publishing reuses that buffer.
+static void on_message(char* t, uint8_t* payload, unsigned int len) {
+  otter_down_kind kind;
+  uint64_t offset = 0;
+  if (otter_classify_topic(&dev, t, strlen(t), &kind, &offset) != OTTER_OK) return;
+  switch (kind) {
+    case OTTER_DOWN_OFFER:
+      if (state == WAIT_OFFER || state == DOWNLOADING) on_offer(payload, len);
+      break;
+    case OTTER_DOWN_CHUNK:
+      if (state == DOWNLOADING) on_chunk(offset, payload, len);
+      break;
+    case OTTER_DOWN_ERROR: {
+      char req[65], code[32], msg[128];
+      if (otter_parse_error((const char*)payload, len, req, sizeof req, code, sizeof code, msg,
+                            sizeof msg) == OTTER_OK) {
+        Serial.printf("otter: service error %s: %s (req %s)\n", code, msg, req);
+        if (state == DOWNLOADING && strcmp(code, "rate_limited") != 0) fail_download(msg);
+      }
+      break;
+    }
+  }
+}
+
+// After a restart: did the image we installed come up? Reports success or rolled_back once.
+static void report_boot() {
+  String pending = prefs.getString("pending", "");
+  if (pending.length() == 0) return;
+  String rollout = prefs.getString("rollout", "");
+  if (pending == FW_VERSION) {
+    send_status(OTTER_STATE_SUCCESS, -1, nullptr, FW_VERSION, rollout.c_str());
+  } else {
+    char why[160];
+    snprintf(why, sizeof why, "installed %s but running %s after restart", pending.c_str(),
+             FW_VERSION);
+    send_status(OTTER_STATE_ROLLED_BACK, -1, why, pending.c_str(), rollout.c_str());
+  }
+  prefs.remove("pending");
+  prefs.remove("rollout");
+}
+
+static void connect_mqtt() {
+  if (!mqtt.connect(device_id, MQTT_USER, MQTT_PASSWORD)) {
+    delay(2000);
+    return;
+  }
+  otter_topic(&dev, OTTER_TOPIC_DOWN_FILTER, topic, sizeof topic);
+  mqtt.subscribe(topic, 1);
+  report_boot();
+  send_check();  // also resumes an interrupted download: the same image keeps its offset
+}
+
+// Arduino-ESP32 marks the running app valid at boot unless this returns true; we do it after
+// the first verified check instead (only matters with a rollback-enabled bootloader).
+extern "C" bool verifyRollbackLater() {
+  return true;
+}
+
+void setup() {
+  Serial.begin(115200);
+  uint8_t mac[6];
+  WiFi.macAddress(mac);
+  snprintf(device_id, sizeof device_id, "esp32-%02x%02x%02x%02x%02x%02x", mac[0], mac[1], mac[2],
+           mac[3], mac[4], mac[5]);
+  prefs.begin("otter", false);
+  if (otter_pubkey_from_pem(MANIFEST_KEY_PEM, strlen(MANIFEST_KEY_PEM), &manifest_key) != OTTER_OK)
+    Serial.println("otter: MANIFEST_KEY_PEM is not a P-256 public key");
+  if (RELEASE_KEY_PEM &&
+      otter_pubkey_from_pem(RELEASE_KEY_PEM, strlen(RELEASE_KEY_PEM), &release_key) != OTTER_OK)
+    Serial.println("otter: RELEASE_KEY_PEM is not a P-256 public key");
+
+  otter_config cfg = {};
+  cfg.device_id = device_id;
+  cfg.model = MODEL;
+  cfg.version = FW_VERSION;
+  cfg.manifest_keys = &manifest_key;
+  cfg.manifest_key_count = 1;
+  cfg.release_key = RELEASE_KEY_PEM ? &release_key : nullptr;
+  cfg.chunk_len_max = CHUNK_LEN;
+  cfg.window_max = WINDOW;
+  cfg.random = random_bytes;
+  const otter_err rc = otter_init(&dev, &cfg);
+  if (rc != OTTER_OK) Serial.printf("otter: init failed: %s\n", otter_strerror(rc));
+
+  WiFi.mode(WIFI_STA);
+  WiFi.begin(WIFI_SSID, WIFI_PASSWORD);
+  configTime(0, 0, "pool.ntp.org");  // optional: lets the device check exp
+  mqtt.setServer(MQTT_HOST, MQTT_PORT);
+  mqtt.setBufferSize(MQTT_BUFFER);
+  mqtt.setCallback(on_message);
+  Serial.printf("otter: %s running %s\n", device_id, FW_VERSION);
+}
+
+void loop() {
+  if (WiFi.status() != WL_CONNECTED) {
+    delay(500);
+    return;
+  }
+  if (!mqtt.connected()) {
+    connect_mqtt();
+    return;
+  }
+  mqtt.loop();
+  const uint32_t now = millis();
+  if (state == WAIT_OFFER && now - phase_since > OFFER_TIMEOUT_MS) send_check();
+  if (state == DOWNLOADING && now - last_chunk_at > CHUNK_TIMEOUT_MS) request_chunks();
+  if (state == IDLE && (int32_t)(now - next_check_at) >= 0) send_check();
+}
