@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -16,6 +17,7 @@
 #include "service/admin_handler.hpp"
 #include "service/clock.hpp"
 #include "service/device_handler.hpp"
+#include "service/device_queue.hpp"
 #include "service/device_registry.hpp"
 #include "service/image_store.hpp"
 #include "service/metrics.hpp"
@@ -82,6 +84,7 @@ struct service::impl {
   std::unique_ptr<writer_recorder> records;
   std::unique_ptr<chunk_server> chunks;
   std::unique_ptr<device_handler> devices_handler;
+  std::unique_ptr<device_queue> device_work;  // after devices_handler: its workers call it
   std::unique_ptr<store::listener> listener;  // after chunks: its thread calls into them
   std::unique_ptr<admin_handler> admin;
   std::unique_ptr<http::link_signer> links;  // set when HTTP download is on
@@ -148,7 +151,7 @@ struct service::impl {
           admin->submit(*t, m.payload);
           break;
         default:
-          devices_handler->handle(*t, m.payload);
+          device_work->submit(std::move(*t), m.payload);
       }
     } catch (const std::exception& e) {
       // The edge: one bad message must never take the service down.
@@ -267,6 +270,13 @@ struct service::impl {
                            *out,   time, counters, chunks.get(), download_url()};
     dd.announce_grants = shared;
     devices_handler = std::make_unique<device_handler>(dd, ms, cfg.instance);
+    // Two workers at least (the callback thread then only receives), at most four.
+    const auto n_workers = std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
+    device_work = std::make_unique<device_queue>(
+        n_workers, 10000, [this](const protocol::parsed_topic& t, std::string_view payload) {
+          devices_handler->handle(t, payload);
+        });
+    device_work->start();
     chunks->on_late_refusal(
         [this](const std::string& device, const std::optional<std::string>& req, const error& err) {
           devices_handler->refuse_chunk(device, req, err);
@@ -324,6 +334,7 @@ struct service::impl {
 
     spdlog::info("decision=shutdown stage=drain");
     accepting = false;
+    device_work->stop();  // handles what was received, so its records are drained below
     if (http_server) http_server->stop();
     chunks->stop();
     admin->stop();

@@ -1,0 +1,69 @@
+#include "service/device_queue.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace otter::service {
+
+device_queue::device_queue(std::size_t workers, std::size_t limit, handler h)
+    : limit_(std::max<std::size_t>(1, limit)), handle_(std::move(h)) {
+  for (std::size_t i = 0; i < std::max<std::size_t>(1, workers); ++i)
+    workers_.push_back(std::make_unique<worker>());
+}
+
+device_queue::~device_queue() {
+  stop();
+}
+
+void device_queue::start() {
+  for (auto& w : workers_)
+    if (!w->thread.joinable()) w->thread = std::thread([this, p = w.get()] { run(*p); });
+}
+
+bool device_queue::submit(protocol::parsed_topic topic, std::string payload) {
+  auto& w = *workers_[std::hash<std::string>{}(topic.subject) % workers_.size()];
+  std::unique_lock lock(w.mu);
+  w.has_room.wait(lock, [&] { return w.stopping || w.queue.size() < limit_; });
+  if (w.stopping) return false;
+  w.queue.push_back({std::move(topic), std::move(payload)});
+  if (w.queue.size() == 1) w.has_work.notify_one();
+  return true;
+}
+
+void device_queue::stop() {
+  for (auto& w : workers_) {
+    {
+      std::lock_guard lock(w->mu);
+      w->stopping = true;
+    }
+    w->has_work.notify_all();
+    w->has_room.notify_all();
+  }
+  for (auto& w : workers_)
+    if (w->thread.joinable()) w->thread.join();
+}
+
+void device_queue::run(worker& w) {
+  std::deque<item> batch;
+  for (;;) {
+    {
+      std::unique_lock lock(w.mu);
+      w.has_work.wait(lock, [&] { return w.stopping || !w.queue.empty(); });
+      if (w.queue.empty()) return;  // stopping, and everything queued is handled
+      batch.swap(w.queue);
+    }
+    w.has_room.notify_all();
+    for (const auto& m : batch) {
+      try {
+        handle_(m.topic, m.payload);
+      } catch (const std::exception& e) {
+        // The edge: one bad message must never take the service down.
+        spdlog::error("decision=message_failed device={} error=\"{}\"", m.topic.subject, e.what());
+      }
+    }
+    batch.clear();
+  }
+}
+
+}  // namespace otter::service

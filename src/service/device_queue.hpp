@@ -1,0 +1,57 @@
+#pragma once
+// Device messages are handled off the MQTT callback thread, by a few workers: Paho delivers
+// every message of the process on one thread, and signing an offer there made that thread the
+// service's bottleneck (bench/, README "Performance"). A device's messages always go to the
+// same worker, so they are handled in the order they arrived.
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "protocol/topics.hpp"
+
+namespace otter::service {
+
+class device_queue {
+ public:
+  using handler = std::function<void(const protocol::parsed_topic&, std::string_view payload)>;
+
+  // `limit`: messages waiting per worker; past it submit() waits (the broker then holds
+  // further messages, which is the back-pressure MQTT provides).
+  device_queue(std::size_t workers, std::size_t limit, handler h);
+  ~device_queue();  // stop()
+  device_queue(const device_queue&) = delete;
+  device_queue& operator=(const device_queue&) = delete;
+
+  void start();
+  // Queues the message for its device's worker. False once stop() has begun.
+  bool submit(protocol::parsed_topic topic, std::string payload);
+  // Handles what is queued, then joins the workers. Idempotent.
+  void stop();
+
+ private:
+  struct item {
+    protocol::parsed_topic topic;
+    std::string payload;
+  };
+  struct worker {
+    std::mutex mu;
+    std::condition_variable has_work;
+    std::condition_variable has_room;
+    std::deque<item> queue;
+    bool stopping = false;
+    std::thread thread;
+  };
+  void run(worker& w);
+
+  std::size_t limit_;
+  handler handle_;
+  std::vector<std::unique_ptr<worker>> workers_;
+};
+
+}  // namespace otter::service
