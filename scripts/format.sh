@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Formats the C++ sources with the checkout's .clang-format.
+# Formats the C and C++ sources with the checkout's .clang-format (CI checks it: ctest style.*).
 #   scripts/format.sh           rewrite the files in place
 #   scripts/format.sh --check   change nothing; exit non-zero and show the offending lines
 #                               if any file is not formatted
@@ -24,12 +24,12 @@ command -v "$CLANG_FORMAT" >/dev/null 2>&1 ||
   { echo "format: $CLANG_FORMAT not found (apt-get install clang-format)" >&2; exit 1; }
 
 dirs=()
-for d in src tests bench; do
+for d in src tests bench firmware-examples; do
   [[ -d "$d" ]] && dirs+=("$d")
 done
 files=()
 if ((${#dirs[@]})); then
-  mapfile -d '' files < <(find "${dirs[@]}" -type f \( -name '*.cpp' -o -name '*.hpp' \) -print0 | sort -z)
+  mapfile -d '' files < <(find "${dirs[@]}" -type f \( -name '*.cpp' -o -name '*.hpp' -o -name '*.c' -o -name '*.h' \) -print0 | sort -z)
 fi
 if ((${#files[@]} == 0)); then
   echo "format: no C++ files"

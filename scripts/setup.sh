@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   libssl-dev openssl libcpp-httplib-dev libmbedtls-dev
   nodejs node-ajv
+  clang-format
 )
 
 missing=()
