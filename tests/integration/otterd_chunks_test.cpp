@@ -14,13 +14,6 @@ namespace {
 
 const std::string kModel = "esp32-devkitc";
 
-std::string random_image(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
-
 // Fetches [from, size) by windows of `count` chunks of `len` bytes; appends to `image`.
 // Stops early after `stop_after` bytes when given.
 bool download(device& d, const nlohmann::json& claims, std::string& image, std::uint32_t len,

@@ -37,7 +37,24 @@ bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds tim
   return pred();
 }
 
-class faults_test : public otter_fixture {};
+class faults_test : public otter_fixture {
+ protected:
+  // Restarts otterd in share group "otter" and starts a second instance beside it, on the same
+  // database and broker; the caller stops the second one.
+  std::unique_ptr<otterd_process> start_two_instances() {
+    admin_.reset();
+    EXPECT_EQ(stop_otterd(), 0);
+    start_otterd({{"OTTER_SHARE_GROUP", "otter"}});
+    auto env2 = otterd_env();
+    env2["OTTER_SHARE_GROUP"] = "otter";
+    env2["OTTER_INSTANCE"] = instance_ + "-b";
+    env2["OTTER_MQTT_CLIENT_ID"] = "otterd-" + instance_ + "-b";
+    auto second = std::make_unique<otterd_process>(env2, dir_);
+    EXPECT_TRUE(second->wait_ready()) << second->log();
+    admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+    return second;
+  }
+};
 
 TEST_F(faults_test, broker_restart_reconnects_and_resubscribes) {
   // Our own broker, so that it can be killed without disturbing anyone.
@@ -188,16 +205,9 @@ TEST_F(faults_test, full_queue_answers_unavailable_instead_of_losing_records) {
 TEST_F(faults_test, a_second_instance_sees_a_command_within_a_second) {
   add_release(kModel, "1.1.0", "two-instances");
   // Both instances split the device topics through a shared subscription.
-  admin_.reset();
-  ASSERT_EQ(stop_otterd(), 0);
-  start_otterd({{"OTTER_SHARE_GROUP", "otter"}});
-  auto env2 = otterd_env();
-  env2["OTTER_SHARE_GROUP"] = "otter";
-  env2["OTTER_INSTANCE"] = instance_ + "-b";
-  env2["OTTER_MQTT_CLIENT_ID"] = "otterd-" + instance_ + "-b";
-  otterd_process second(env2, dir_);
-  ASSERT_TRUE(second.wait_ready()) << second.log();
-  admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+  auto second_ptr = start_two_instances();
+  ASSERT_FALSE(HasFailure());
+  auto& second = *second_ptr;
   create_rollout(kModel, "1.1.0", {{"type", "all"}});
   std::this_thread::sleep_for(1s);
   std::vector<std::unique_ptr<device>> fleet;
@@ -222,16 +232,9 @@ TEST_F(faults_test, two_instances_share_chunk_grants) {
   std::string image(60'000, '\0');
   for (std::size_t i = 0; i < image.size(); ++i) image[i] = static_cast<char>((i * 131) ^ (i >> 7));
   add_release(kModel, "1.2.0", image);
-  admin_.reset();
-  ASSERT_EQ(stop_otterd(), 0);
-  start_otterd({{"OTTER_SHARE_GROUP", "otter"}});
-  auto env2 = otterd_env();
-  env2["OTTER_SHARE_GROUP"] = "otter";
-  env2["OTTER_INSTANCE"] = instance_ + "-b";
-  env2["OTTER_MQTT_CLIENT_ID"] = "otterd-" + instance_ + "-b";
-  otterd_process second(env2, dir_);
-  ASSERT_TRUE(second.wait_ready()) << second.log();
-  admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+  auto second_ptr = start_two_instances();
+  ASSERT_FALSE(HasFailure());
+  auto& second = *second_ptr;
   create_rollout(kModel, "1.2.0", {{"type", "all"}});
   std::this_thread::sleep_for(1s);
 

@@ -21,13 +21,6 @@ namespace {
 
 const std::string kModel = "esp32-devkitc";
 
-std::string random_image(std::size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
-  return s;
-}
-
 class http_test : public otter_fixture {
  protected:
   // Restarts otterd with HTTP download on a fresh port.

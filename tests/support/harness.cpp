@@ -1,6 +1,7 @@
 #include "support/harness.hpp"
 
 #include <cstdlib>
+#include <random>
 #include <stdexcept>
 
 #include "crypto/hash.hpp"
@@ -19,6 +20,13 @@ std::string need_env(const char* name) {
 }
 
 }  // namespace
+
+std::string random_image(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng() & 0xff);
+  return s;
+}
 
 std::string random_hex(std::size_t bytes) {
   return crypto::to_hex(crypto::random_bytes(bytes));

@@ -143,5 +143,7 @@ class otter_fixture : public ::testing::Test {
 };
 
 std::string random_hex(std::size_t bytes);
+// `n` bytes from a seeded generator: an image a test can make again.
+std::string random_image(std::size_t n, unsigned seed);
 
 }  // namespace otter::test
