@@ -12,7 +12,6 @@
 #include <stdexcept>
 
 #include "checks.hpp"
-#include "child_process.hpp"
 #include "chunks.hpp"
 #include "cpu_usage.hpp"
 #include "crypto/hash.hpp"
@@ -26,9 +25,13 @@
 #include "report.hpp"
 #include "responder.hpp"
 #include "stats.hpp"
+#include "support/child_process.hpp"
 
 namespace otter::bench {
 namespace {
+
+using test::child_process;
+using test::run_command;
 
 using namespace std::chrono_literals;
 

@@ -5,9 +5,11 @@
 #include <memory>
 #include <string>
 
-#include "child_process.hpp"
+#include "support/child_process.hpp"
 
 namespace otter::bench {
+
+using test::child_process;
 
 struct nginx_settings {
   std::filesystem::path dir;  // work folder: config, logs, temp paths, www/

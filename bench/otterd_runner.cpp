@@ -14,7 +14,7 @@ otterd_runner::otterd_runner(const stack_env& env, std::string binary, std::file
       data_dir_(dir_ / "otterd-data"),
       key_path_(dir_ / "signing.pem"),
       http_port_(http_port) {
-  db_ = std::make_unique<scratch_db>(stack_.db_url);
+  db_ = std::make_unique<scratch_db>(stack_.db_url, "otter_bench");
   const auto kg = run_command({binary_, "keygen", "--out", key_path_.string()});
   if (kg.status != 0)
     throw std::runtime_error("otterd keygen failed (" + std::to_string(kg.status) +

@@ -10,12 +10,16 @@
 #include <optional>
 #include <string>
 
-#include "child_process.hpp"
 #include "crypto/ec_key.hpp"
 #include "options.hpp"
-#include "scratch_db.hpp"
+#include "support/child_process.hpp"
+#include "support/test_db.hpp"
 
 namespace otter::bench {
+
+using test::child_process;
+using test::run_command;
+using test::scratch_db;
 
 class otterd_runner {
  public:

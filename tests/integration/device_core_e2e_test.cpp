@@ -5,9 +5,9 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <sstream>
 
 #include "crypto/hash.hpp"
+#include "support/files.hpp"
 #include "support/harness.hpp"
 
 namespace otter::test {
@@ -16,13 +16,6 @@ namespace {
 using json = nlohmann::json;
 
 const std::string kModel = "esp32-devkitc";
-
-std::string slurp(const std::filesystem::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 class DeviceCoreE2E : public otter_fixture {
  protected:
@@ -54,7 +47,7 @@ class DeviceCoreE2E : public otter_fixture {
     argv.insert(argv.end(), extra.begin(), extra.end());
     return run_command(argv);
   }
-  std::string slot(const std::string& id) { return slurp(dir_ / (id + ".slot")); }
+  std::string slot(const std::string& id) { return read_file(dir_ / (id + ".slot")); }
   // The device's status reports, oldest first.
   std::vector<json> statuses(const std::string& id) {
     auto r = admin_->cmd("status.list", {{"device", id}});

@@ -8,15 +8,16 @@
 #include <string>
 #include <vector>
 
+#include "support/child_process.hpp"
+
 namespace otter::test {
 
 class otterd_process {
  public:
-  // env: the variables otterd gets (nothing else is inherited except PATH and the sanitizer
-  // options). The log goes to a file in log_dir.
+  // env: the variables otterd gets (nothing else is inherited except PATH, HOME and the
+  // sanitizer options). The log goes to a file in log_dir.
   otterd_process(std::map<std::string, std::string> env, std::filesystem::path log_dir,
                  std::vector<std::string> args = {});
-  ~otterd_process();
   otterd_process(const otterd_process&) = delete;
   otterd_process& operator=(const otterd_process&) = delete;
 
@@ -24,22 +25,12 @@ class otterd_process {
   bool wait_ready(std::chrono::milliseconds timeout = std::chrono::seconds(20));
   // SIGTERM (or sig), then waits; returns the exit status (or -1 on timeout, after SIGKILL).
   int stop(int sig = 15, std::chrono::milliseconds timeout = std::chrono::seconds(40));
-  bool running();
-  std::string log() const;
-  pid_t pid() const noexcept { return pid_; }
+  bool running() { return proc_.running(); }
+  std::string log() const { return proc_.log_text(); }
+  pid_t pid() const noexcept { return proc_.pid(); }
 
  private:
-  pid_t pid_ = -1;
-  std::filesystem::path log_path_;
-  int exit_status_ = -1;
+  child_process proc_;
 };
-
-// Runs a command to completion; returns exit status and the combined output.
-struct run_result {
-  int status = -1;
-  std::string output;
-};
-run_result run_command(const std::vector<std::string>& argv,
-                       const std::map<std::string, std::string>& env = {});
 
 }  // namespace otter::test

@@ -76,16 +76,25 @@ std::string url_with_host_port(const std::string& url, const std::string& host, 
   return url.substr(0, host_begin) + hostport + url.substr(p->path_begin);
 }
 
-scratch_db::scratch_db() : admin_url_(admin_db_url()) {
+scratch_db::scratch_db() : scratch_db(admin_db_url(), "otter_t") {}
+
+scratch_db::scratch_db(std::string admin_url, const std::string& prefix)
+    : admin_url_(std::move(admin_url)) {
   std::random_device rd;
   char suffix[16];
   std::snprintf(suffix, sizeof suffix, "%06x", rd() & 0xffffffU);
   name_ =
-      "otter_t_" + std::to_string(::getpid()) + "_" + std::to_string(g_counter++) + "_" + suffix;
+      prefix + "_" + std::to_string(::getpid()) + "_" + std::to_string(g_counter++) + "_" + suffix;
   url_ = url_with_database(admin_url_, name_);
-  pqxx::connection admin{admin_url_};
-  pqxx::nontransaction tx{admin};  // CREATE DATABASE cannot run inside a transaction
-  tx.exec0("CREATE DATABASE " + tx.quote_name(name_));
+  try {
+    pqxx::connection admin{admin_url_};
+    pqxx::nontransaction tx{admin};  // CREATE DATABASE cannot run inside a transaction
+    tx.exec0("CREATE DATABASE " + tx.quote_name(name_));
+  } catch (const std::exception& e) {
+    throw std::runtime_error("cannot create scratch database " + name_ + ": " +
+                             std::string(e.what()) +
+                             " (is the stack running? bash scripts/stack.sh start)");
+  }
 }
 
 scratch_db::~scratch_db() {

@@ -1,6 +1,7 @@
 #pragma once
-// A scratch PostgreSQL database per test, on the server named by OTTER_TEST_DB_URL (the admin
-// URL that scripts/stack.sh prints), dropped again when the object goes.
+// A scratch PostgreSQL database per test (or bench run), on the server named by
+// OTTER_TEST_DB_URL (the admin URL that scripts/stack.sh prints), dropped again when the object
+// goes. Needs no gtest: part of otter_testkit, which the bench links too.
 #include <string>
 
 namespace otter::test {
@@ -17,9 +18,11 @@ std::string url_with_host_port(const std::string& url, const std::string& host, 
 
 class scratch_db {
  public:
-  // Creates otter_t_<pid>_<counter>_<random>. Throws (failing the test) when the server is
-  // not configured or not reachable.
+  // Creates otter_t_<pid>_<counter>_<random> on admin_db_url(). Throws (failing the test) when
+  // the server is not configured or not reachable.
   scratch_db();
+  // The same on the server of `admin_url`, named <prefix>_<pid>_<counter>_<random>.
+  scratch_db(std::string admin_url, const std::string& prefix);
   ~scratch_db();  // DROP DATABASE ... WITH (FORCE): open connections do not keep it alive
   scratch_db(const scratch_db&) = delete;
   scratch_db& operator=(const scratch_db&) = delete;

@@ -1,7 +1,8 @@
 #pragma once
-// A child process of the bench (otterd, nginx, the no-op responder): started with an explicit
-// environment, its output in a log file, stopped by signal. Every child is ended when its
-// object goes, so an aborted run leaves nothing behind.
+// A child process of a test or of the bench (otterd, otterctl, nginx, the no-op responder):
+// started with an explicit environment, its output in a log file, stopped by signal. Every child
+// is ended when its object goes, so an aborted run leaves nothing behind. Needs no gtest, so the
+// bench links it too (library otter_testkit).
 #include <sys/types.h>
 
 #include <chrono>
@@ -10,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace otter::bench {
+namespace otter::test {
 
 class child_process {
  public:
@@ -41,11 +42,11 @@ class child_process {
 };
 
 // Runs a command to completion: exit status and combined output.
-struct command_result {
+struct run_result {
   int status = -1;
   std::string output;
 };
-command_result run_command(const std::vector<std::string>& argv,
-                           const std::map<std::string, std::string>& env = {});
+run_result run_command(const std::vector<std::string>& argv,
+                       const std::map<std::string, std::string>& env = {});
 
-}  // namespace otter::bench
+}  // namespace otter::test

@@ -1,4 +1,4 @@
-#include "child_process.hpp"
+#include "support/child_process.hpp"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -13,7 +13,7 @@
 #include <stdexcept>
 #include <thread>
 
-namespace otter::bench {
+namespace otter::test {
 namespace {
 
 std::vector<std::string> child_env(const std::map<std::string, std::string>& env) {
@@ -130,12 +130,12 @@ std::string child_process::log_tail(std::size_t lines) const {
   return text.substr(pos + 1);
 }
 
-command_result run_command(const std::vector<std::string>& argv,
-                           const std::map<std::string, std::string>& env) {
-  char tmpl[] = "/tmp/otter-bench-run-XXXXXX";
+run_result run_command(const std::vector<std::string>& argv,
+                       const std::map<std::string, std::string>& env) {
+  char tmpl[] = "/tmp/otter-run-XXXXXX";
   const int fd = ::mkstemp(tmpl);
   if (fd < 0) throw std::runtime_error("mkstemp failed");
-  command_result r;
+  run_result r;
   try {
     const pid_t pid = spawn(argv, child_env(env), fd);
     int status = 0;
@@ -152,4 +152,4 @@ command_result run_command(const std::vector<std::string>& argv,
   return r;
 }
 
-}  // namespace otter::bench
+}  // namespace otter::test
