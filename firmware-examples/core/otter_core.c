@@ -206,43 +206,6 @@ static otter_err start_writer(writer* w, char* buf, size_t cap) {
   return OTTER_OK;
 }
 
-/* Well-formed UTF-8 (no overlongs, no surrogates). */
-static int valid_utf8(const char* s, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    const unsigned char c = (unsigned char)s[i];
-    size_t len;
-    unsigned long cp;
-    size_t k;
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-      len = 2;
-      cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-      len = 3;
-      cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return 0;
-    }
-    if (i + len > n) return 0;
-    for (k = 1; k < len; k++) {
-      if (((unsigned char)s[i + k] & 0xc0) != 0x80) return 0;
-      cp = (cp << 6) | ((unsigned char)s[i + k] & 0x3f);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-      return 0;
-    i += len;
-  }
-  return 1;
-}
-
 /* Longest prefix of s of at most max bytes that ends on a UTF-8 character boundary. */
 static size_t utf8_cut(const char* s, size_t n, size_t max) {
   if (n <= max) return n;
@@ -521,8 +484,8 @@ otter_err otter_init(otter_device* dev, const otter_config* cfg) {
   for (i = 0; i < cfg->attr_count; i++) {
     const otter_attr* a = &cfg->attrs[i];
     if (!a->key || !a->value || a->key[0] == '\0' || strlen(a->key) > OTTER_ATTR_KEY_MAX ||
-        strlen(a->value) > OTTER_ATTR_VALUE_MAX || !valid_utf8(a->key, strlen(a->key)) ||
-        !valid_utf8(a->value, strlen(a->value)))
+        strlen(a->value) > OTTER_ATTR_VALUE_MAX || !otter_utf8_valid(a->key, strlen(a->key)) ||
+        !otter_utf8_valid(a->value, strlen(a->value)))
       return OTTER_E_ARG;
   }
   if (cfg->chunk_len_max == 0 || cfg->window_max == 0 || !cfg->random) return OTTER_E_ARG;
@@ -701,13 +664,13 @@ otter_err otter_build_status(otter_device* dev, const otter_status* st, char* bu
        st->state == OTTER_STATE_ROLLED_BACK) &&
       (!st->error || st->error[0] == '\0'))
     return OTTER_E_ARG;
-  if (st->error && !valid_utf8(st->error, strlen(st->error))) return OTTER_E_ARG;
+  if (st->error && !otter_utf8_valid(st->error, strlen(st->error))) return OTTER_E_ARG;
   version = st->version ? st->version
                         : (dev->have_manifest && dev->manifest.update ? dev->manifest.version
                                                                       : dev->version);
   if (otter_semver_valid(version, strlen(version)) != OTTER_OK) return OTTER_E_ARG;
   rollout = st->rollout ? st->rollout : (dev->have_manifest ? dev->manifest.rollout : "");
-  if (!valid_utf8(rollout, strlen(rollout))) return OTTER_E_ARG;
+  if (!otter_utf8_valid(rollout, strlen(rollout))) return OTTER_E_ARG;
   next_req(dev, 's', req);
   put_lit(&w, "{");
   put_key(&w, "req", 1);

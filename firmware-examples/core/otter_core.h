@@ -280,6 +280,9 @@ otter_err otter_semver_compare(const char* a, const char* b, int* order);
 otter_err otter_base64url_decode(const char* in, size_t len, uint8_t* out, size_t cap,
                                  size_t* out_len);
 
+/* 1 if s[0, n) is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF). */
+int otter_utf8_valid(const char* s, size_t n);
+
 /* A JSON value: a span of the document it lives in. */
 typedef struct otter_json {
   const char* p;

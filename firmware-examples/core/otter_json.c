@@ -67,6 +67,17 @@ static size_t utf8_len(const unsigned char* s, size_t n, size_t i) {
   return len;
 }
 
+int otter_utf8_valid(const char* s, size_t n) {
+  const unsigned char* u = (const unsigned char*)s;
+  size_t i = 0;
+  while (i < n) {
+    const size_t len = u[i] < 0x80 ? 1 : utf8_len(u, n, i);
+    if (len == 0) return 0;
+    i += len;
+  }
+  return 1;
+}
+
 /* Validates a string starting at the opening quote. */
 static int string(reader* r) {
   if (r->i >= r->n || r->s[r->i] != '"') return 0;
