@@ -58,8 +58,33 @@ void chunk_server::authorize(const std::string& device, const std::string& sha25
     std::lock_guard lock(mu_);
     authorize_locked(device, sha256, size, rollout, offered, late);
   }
+  refuse_late(late);
+}
+
+void chunk_server::refuse_late(const std::vector<refusal>& late) {
   for (const auto& r : late)
     if (refuse_) refuse_(r.device, r.req, r.err);
+}
+
+void chunk_server::retry_waiting_locked(const std::function<bool(const waiting&)>& due,
+                                        bool keep_missing, std::vector<refusal>& late) {
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (!due(*it)) {
+      ++it;
+      continue;
+    }
+    bool missing = false;
+    auto r = queue_locked(it->device, it->msg, it->msg.file, missing);
+    if (missing && keep_missing) {
+      ++it;
+      continue;
+    }
+    if (r)
+      spdlog::debug("decision=chunk_grant_arrived device={} file={}", it->device, it->msg.file);
+    else
+      late.push_back({it->device, it->msg.req, std::move(r).error()});
+    it = waiting_.erase(it);
+  }
 }
 
 void chunk_server::authorize_locked(const std::string& device, const std::string& sha256,
@@ -79,20 +104,8 @@ void chunk_server::authorize_locked(const std::string& device, const std::string
   if (waiting_.empty()) return;
   // Requests that waited for this grant go ahead now (or get their real refusal: range, caps).
   const auto file = chunk_file_id(sha256);
-  for (auto it = waiting_.begin(); it != waiting_.end();) {
-    if (it->device != device || it->msg.file != file) {
-      ++it;
-      continue;
-    }
-    bool missing = false;
-    auto r = queue_locked(device, it->msg, file, missing);
-    if (!r && !missing) {
-      late.push_back({device, it->msg.req, std::move(r).error()});
-    } else if (r) {
-      spdlog::debug("decision=chunk_grant_arrived device={} file={}", device, file);
-    }
-    it = missing ? std::next(it) : waiting_.erase(it);
-  }
+  retry_waiting_locked([&](const waiting& w) { return w.device == device && w.msg.file == file; },
+                       true, late);
 }
 
 std::uint64_t chunk_server::inflight_bytes() const {
@@ -173,19 +186,9 @@ void chunk_server::expire_waiting() {
       reaper_cv_.wait_for(lock, std::chrono::milliseconds(20), [&] { return stopping_; });
       if (stopping_) return;
       const auto now = std::chrono::steady_clock::now();
-      for (auto it = waiting_.begin(); it != waiting_.end();) {
-        if (it->until > now) {
-          ++it;
-          continue;
-        }
-        bool missing = false;
-        auto r = queue_locked(it->device, it->msg, it->msg.file, missing);
-        if (!r) late.push_back({it->device, it->msg.req, std::move(r).error()});
-        it = waiting_.erase(it);
-      }
+      retry_waiting_locked([&](const waiting& w) { return w.until <= now; }, false, late);
     }
-    for (const auto& r : late)
-      if (refuse_) refuse_(r.device, r.req, r.err);
+    refuse_late(late);
   }
 }
 

@@ -101,6 +101,11 @@ class chunk_server {
   };
   void run();
   void expire_waiting();
+  // Retries the waiting requests `due` selects: queued, or refused into `late`; one that still
+  // finds no grant stays waiting when keep_missing, else it is refused too.
+  void retry_waiting_locked(const std::function<bool(const waiting&)>& due, bool keep_missing,
+                            std::vector<refusal>& late);
+  void refuse_late(const std::vector<refusal>& late);  // without the lock
   // The request against the device's grant; `missing` tells a missing or expired grant apart.
   result<void> queue_locked(const std::string& device, const protocol::chunk_request_msg& m,
                             const std::string& file, bool& missing);
