@@ -69,8 +69,8 @@ constexpr const char* kUpsertRolloutDevices =
 constexpr const char* kNotifyGrants = "SELECT pg_notify('otter_grants', $1)";
 
 constexpr std::size_t kMaxBatchRecords = 5000;
-constexpr std::chrono::milliseconds kLinger{5};  // the most a record waits for company
-constexpr std::size_t kLingerRecords = 500;      // enough company: write at once
+constexpr std::chrono::milliseconds kLinger{25};  // the most a record waits for company
+constexpr std::size_t kLingerRecords = 1000;      // enough company: write at once
 constexpr std::chrono::milliseconds kBackoffMin{100};
 constexpr std::chrono::milliseconds kBackoffMax{5000};
 
@@ -99,19 +99,32 @@ struct rollout_device_row {
   time_point updated_at;
 };
 
+// Parsed and planned once per connection: a batch runs up to seven statements, many times a
+// second under load.
+void prepare_statements(pqxx::connection& conn) {
+  conn.prepare("otter_current_xact", kCurrentXact);
+  conn.prepare("otter_next_event_ids", kNextEventIds);
+  conn.prepare("otter_insert_events", kInsertEvents);
+  conn.prepare("otter_upsert_devices", kUpsertDevices);
+  conn.prepare("otter_insert_status", kInsertStatus);
+  conn.prepare("otter_upsert_rollout_devices", kUpsertRolloutDevices);
+  conn.prepare("otter_notify_grants", kNotifyGrants);
+}
+
 // Writes batch[0, count) in one transaction and sets the events' ids. xact receives the
 // transaction id before anything can fail at commit.
 void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::size_t count,
                 std::string& xact) {
   pqxx::work tx{conn, "otter_writer"};
-  xact = tx.exec(kCurrentXact)[0][0].as<std::string>();
+  xact = tx.exec_prepared1("otter_current_xact")[0].as<std::string>();
 
   std::size_t n_events = 0;
   for (std::size_t i = 0; i < count; ++i) n_events += batch[i].events.size();
   if (n_events > 0) {
     std::vector<std::int64_t> ids;
     ids.reserve(n_events);
-    for (const auto& row : tx.exec_params(kNextEventIds, static_cast<long long>(n_events)))
+    for (const auto& row :
+         tx.exec_prepared("otter_next_event_ids", static_cast<long long>(n_events)))
       ids.push_back(row[0].as<std::int64_t>());
     if (ids.size() != n_events) throw pqxx::internal_error{"nextval returned too few ids"};
     std::sort(ids.begin(), ids.end());  // ascending in submission order
@@ -131,7 +144,7 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
                         {"data", e.data}});
       }
     }
-    tx.exec_params0(kInsertEvents, detail::dump(rows));
+    tx.exec_prepared0("otter_insert_events", detail::dump(rows));
   }
 
   std::vector<device_row> devices;
@@ -180,7 +193,7 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
                       {"last_seen", to_rfc3339(d.last_seen)}});
       if (d.attrs) with_attrs[d.id] = true;
     }
-    tx.exec_params0(kUpsertDevices, detail::dump(rows), detail::dump(with_attrs));
+    tx.exec_prepared0("otter_upsert_devices", detail::dump(rows), detail::dump(with_attrs));
   }
 
   if (!statuses.empty()) {
@@ -196,7 +209,7 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
                       {"error", opt(s->error)},
                       {"at", to_rfc3339(s->at)}});
     }
-    tx.exec_params0(kInsertStatus, detail::dump(rows));
+    tx.exec_prepared0("otter_insert_status", detail::dump(rows));
   }
 
   if (!rollout_devices.empty()) {
@@ -209,13 +222,14 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
            {"offered_at", r.offered_at ? nlohmann::json(to_rfc3339(*r.offered_at)) : nullptr},
            {"updated_at", to_rfc3339(r.updated_at)}});
     }
-    tx.exec_params0(kUpsertRolloutDevices, detail::dump(rows));
+    tx.exec_prepared0("otter_upsert_rollout_devices", detail::dump(rows));
   }
 
   std::vector<const grant_record*> grants;
   for (std::size_t i = 0; i < count; ++i)
     for (const auto& g : batch[i].grants) grants.push_back(&g);
-  for (const auto& payload : grant_notifications(grants)) tx.exec_params(kNotifyGrants, payload);
+  for (const auto& payload : grant_notifications(grants))
+    tx.exec_prepared("otter_notify_grants", payload);
 
   tx.commit();
 }
@@ -350,6 +364,7 @@ void writer::run() {
     try {
       if (!db) {
         db = std::make_unique<detail::session>(db_url_);
+        prepare_statements(db->conn);
         set_connected(true);
         if (lost) spdlog::info("store: writer reconnected to PostgreSQL");
         lost = false;
