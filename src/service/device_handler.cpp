@@ -81,11 +81,11 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   const protocol::check_msg& m = *parsed;
   d_.counters.checks++;
 
-  auto seen = d_.devices.on_check(device, m);
-  auto catalog = d_.catalog.current();
-  auto decision = rollout::select(*catalog, seen.facts);
   const auto now = d_.time.now();
   const auto iat = unix_seconds(now);
+  auto seen = d_.devices.on_check(device, m, now);
+  auto catalog = d_.catalog.current();
+  auto decision = rollout::select(*catalog, seen.facts);
 
   store::record_set set;
   auto check_ev = event("check", device);
@@ -94,14 +94,16 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   if (m.attrs) check_ev.data["attrs"] = *m.attrs;
   set.events.push_back(std::move(check_ev));
 
-  store::device_record dev;
-  dev.id = device;
-  dev.model = m.model;
-  dev.version = m.version_text;
-  dev.has_attrs = m.attrs.has_value();
-  if (m.attrs) dev.attrs = *m.attrs;
-  dev.seen = now;
-  set.devices.push_back(std::move(dev));
+  if (seen.record_device) {
+    store::device_record dev;
+    dev.id = device;
+    dev.model = m.model;
+    dev.version = m.version_text;
+    dev.has_attrs = m.attrs.has_value();
+    if (m.attrs) dev.attrs = *m.attrs;
+    dev.seen = now;
+    set.devices.push_back(std::move(dev));
+  }
 
   for (const auto& rb : seen.rolled_back) {
     const std::string why = "checked in with " + m.version_text + " after success on " + rb.version;
@@ -131,8 +133,10 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
                      {"version", decision->rel->version_text},
                      {"from", m.version_text},
                      {"downgrade", decision->downgrade}};
-    set.rollout_devices.push_back(
-        store::rollout_device_record{decision->chosen->id, device, "offered", now});
+    // A repeated offer changes nothing in rollout_devices (an offer never replaces a state).
+    if (!d_.devices.was_offered(device, decision->chosen->id))
+      set.rollout_devices.push_back(
+          store::rollout_device_record{decision->chosen->id, device, "offered", now});
     if (d_.announce_grants && d_.chunks)
       set.grants.push_back(store::grant_record{instance_, device, decision->rel->sha256,
                                                decision->rel->size, decision->chosen->id, now});
@@ -149,6 +153,8 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
                              "the service cannot record events right now; check again later"),
                   "check");
   }
+
+  if (seen.record_device) d_.devices.device_recorded(device, now);
 
   const std::string manifest = crypto::jws_sign(d_.signer, claims);
   nlohmann::ordered_json answer;

@@ -28,12 +28,18 @@ device_registry::link* device_registry::find_link(entry& e, std::int64_t rollout
 }
 
 device_registry::check_result device_registry::on_check(const std::string& id,
-                                                        const protocol::check_msg& m) {
+                                                        const protocol::check_msg& m,
+                                                        time_point now) {
   std::lock_guard lock(mu_);
   check_result out;
   auto [it, inserted] = devices_.try_emplace(id);
   entry& e = it->second;
   out.is_new = inserted;
+  const bool changed =
+      e.model != m.model || e.version_text != m.version_text || (m.attrs && e.attrs != *m.attrs);
+  if (changed) e.unrecorded_change = true;
+  out.record_device = inserted || e.unrecorded_change || e.recorded_seen == time_point{} ||
+                      now - e.recorded_seen >= kSeenResolution || now < e.recorded_seen;
   e.model = m.model;
   e.version_text = m.version_text;
   if (m.attrs) e.attrs = *m.attrs;
@@ -45,6 +51,14 @@ device_registry::check_result device_registry::on_check(const std::string& id,
   }
   out.facts = rollout::device_facts{id, m.model, m.version, e.attrs};
   return out;
+}
+
+void device_registry::device_recorded(const std::string& id, time_point seen) {
+  std::lock_guard lock(mu_);
+  if (auto it = devices_.find(id); it != devices_.end()) {
+    it->second.recorded_seen = seen;
+    it->second.unrecorded_change = false;
+  }
 }
 
 void device_registry::on_offer(const std::string& id, std::int64_t rollout,

@@ -1,6 +1,7 @@
 #pragma once
 // What the service knows of each device, in memory, so a check never waits on PostgreSQL.
 // Loaded once at start-up; kept current by the messages this instance handles.
+#include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -25,13 +26,22 @@ class device_registry {
     rollout::device_facts facts;
     bool is_new = false;
     std::vector<rollback> rolled_back;  // successes this check contradicts
+    // Whether the devices row needs writing: something changed, or last_seen as stored is
+    // older than kSeenResolution. A fleet checking in every few seconds would otherwise
+    // rewrite the same row each time.
+    bool record_device = true;
   };
+  using time_point = std::chrono::system_clock::time_point;
+  // How stale the stored last_seen of an unchanged device may get.
+  static constexpr std::chrono::seconds kSeenResolution{60};
 
   void load(const std::vector<store::device_state>& devices);
 
   // Records the device's model, version and (when sent) attributes; attributes not sent are
   // taken from what was stored.
-  check_result on_check(const std::string& id, const protocol::check_msg& m);
+  check_result on_check(const std::string& id, const protocol::check_msg& m, time_point now);
+  // The devices row of this check was queued for writing (see record_device).
+  void device_recorded(const std::string& id, time_point seen);
   void on_offer(const std::string& id, std::int64_t rollout, const std::string& version_text);
   // The rollout a status without "rollout" belongs to: the latest offer made for that version.
   std::optional<std::int64_t> attribute(const std::string& id,
@@ -59,6 +69,8 @@ class device_registry {
     std::string version_text;
     protocol::attr_map attrs;
     std::vector<link> links;
+    time_point recorded_seen{};      // last_seen of the row this instance last queued; 0: none
+    bool unrecorded_change = false;  // model, version or attrs changed since that row
   };
   link* find_link(entry& e, std::int64_t rollout);
 

@@ -1,0 +1,94 @@
+// The in-memory device registry: which checks need their devices row written.
+#include "service/device_registry.hpp"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+namespace otter::service {
+namespace {
+
+using namespace std::chrono_literals;
+
+protocol::check_msg check(std::string model, std::string version,
+                          std::optional<protocol::attr_map> attrs = std::nullopt) {
+  nlohmann::json j = {{"req", "r1"},
+                      {"model", model},
+                      {"version", version},
+                      {"nonce", "0123456789abcdef0123456789abcdef"}};
+  if (attrs) j["attrs"] = *attrs;
+  auto m = protocol::parse_check(j);
+  EXPECT_TRUE(m) << j.dump();
+  return *m;
+}
+
+class device_registry_record : public ::testing::Test {
+ protected:
+  device_registry reg_;
+  device_registry::time_point t0_ = std::chrono::system_clock::from_time_t(1'800'000'000);
+
+  // A check at `at`, recorded as the handler does when the row was queued.
+  bool checks_in(const protocol::check_msg& m, device_registry::time_point at) {
+    const bool write = reg_.on_check("dev-1", m, at).record_device;
+    if (write) reg_.device_recorded("dev-1", at);
+    return write;
+  }
+};
+
+TEST_F(device_registry_record, first_check_is_written) {
+  EXPECT_TRUE(checks_in(check("esp32", "1.0.0"), t0_));
+}
+
+TEST_F(device_registry_record, unchanged_device_is_written_once_per_resolution) {
+  ASSERT_TRUE(checks_in(check("esp32", "1.0.0"), t0_));
+  EXPECT_FALSE(checks_in(check("esp32", "1.0.0"), t0_ + 1s));
+  EXPECT_FALSE(checks_in(check("esp32", "1.0.0"), t0_ + device_registry::kSeenResolution - 1s));
+  EXPECT_TRUE(checks_in(check("esp32", "1.0.0"), t0_ + device_registry::kSeenResolution));
+  EXPECT_FALSE(checks_in(check("esp32", "1.0.0"), t0_ + device_registry::kSeenResolution + 1s));
+}
+
+TEST_F(device_registry_record, any_change_is_written_at_once) {
+  ASSERT_TRUE(checks_in(check("esp32", "1.0.0"), t0_));
+  EXPECT_TRUE(checks_in(check("esp32", "1.0.1"), t0_ + 1s)) << "new version";
+  EXPECT_TRUE(checks_in(check("esp32-s3", "1.0.1"), t0_ + 2s)) << "new model";
+  EXPECT_TRUE(checks_in(check("esp32-s3", "1.0.1", protocol::attr_map{{"site", "a"}}), t0_ + 3s))
+      << "new attributes";
+  EXPECT_FALSE(checks_in(check("esp32-s3", "1.0.1", protocol::attr_map{{"site", "a"}}), t0_ + 4s))
+      << "same attributes again";
+  EXPECT_FALSE(checks_in(check("esp32-s3", "1.0.1"), t0_ + 5s)) << "attributes not sent: kept";
+  EXPECT_TRUE(checks_in(check("esp32-s3", "1.0.1", protocol::attr_map{{"site", "b"}}), t0_ + 6s));
+}
+
+TEST_F(device_registry_record, unqueued_row_is_asked_for_again) {
+  // The handler calls device_recorded only once the records were queued: when the writer's
+  // queue was full, the next check must write the row.
+  ASSERT_TRUE(reg_.on_check("dev-1", check("esp32", "1.0.0"), t0_).record_device);
+  EXPECT_TRUE(reg_.on_check("dev-1", check("esp32", "1.0.0"), t0_ + 1s).record_device);
+}
+
+TEST_F(device_registry_record, change_whose_row_was_not_queued_stays_pending) {
+  ASSERT_TRUE(checks_in(check("esp32", "1.0.0"), t0_));
+  // 1.0.1 arrives but its records were refused (queue full): no device_recorded.
+  ASSERT_TRUE(reg_.on_check("dev-1", check("esp32", "1.0.1"), t0_ + 1s).record_device);
+  EXPECT_TRUE(checks_in(check("esp32", "1.0.1"), t0_ + 2s)) << "the new version is still unstored";
+  EXPECT_FALSE(checks_in(check("esp32", "1.0.1"), t0_ + 3s));
+}
+
+TEST_F(device_registry_record, loaded_device_is_written_on_its_first_check) {
+  store::device_state d;
+  d.id = "dev-1";
+  d.model = "esp32";
+  d.version = "1.0.0";
+  d.attrs = nlohmann::json::object();
+  reg_.load({d});
+  EXPECT_TRUE(checks_in(check("esp32", "1.0.0"), t0_)) << "last_seen was never stored by us";
+  EXPECT_FALSE(checks_in(check("esp32", "1.0.0"), t0_ + 1s));
+}
+
+TEST_F(device_registry_record, clock_going_back_writes) {
+  ASSERT_TRUE(checks_in(check("esp32", "1.0.0"), t0_));
+  EXPECT_TRUE(checks_in(check("esp32", "1.0.0"), t0_ - 10s));
+}
+
+}  // namespace
+}  // namespace otter::service
