@@ -27,7 +27,9 @@ struct check_point {
   double max_ms = 0;
   bool sustained = false;
   double server_cpu_s = 0;  // CPU the responder (otterd or the no-op one) used meanwhile
-  double broker_cpu_s = 0;  // everything answered, achieved >= 95 % of offered, p99 under the bound
+  double broker_cpu_s = 0;
+  double db_cpu_s = 0;    // the stack's PostgreSQL (otterd's writes; ~0 for the no-op one)
+  double load_cpu_s = 0;  // otter-bench itself: the devices sending checks
 };
 
 class check_load {

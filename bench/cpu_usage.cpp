@@ -56,6 +56,15 @@ pid_t stack_broker_pid() {
   return static_cast<pid_t>(pid);
 }
 
+pid_t stack_db_pid() {
+  const char* dir = std::getenv("OTTER_TEST_STACK_DIR");
+  if (!dir || !*dir) return -1;
+  std::ifstream in(std::filesystem::path(dir) / "pg" / "postmaster.pid");
+  long pid = -1;
+  if (!(in >> pid)) return -1;
+  return static_cast<pid_t>(pid);
+}
+
 void cpu_meter::watch(pid_t pid, bool with_children) {
   if (pid > 0) procs_.push_back({pid, with_children});
 }

@@ -15,6 +15,9 @@ double cpu_seconds(pid_t pid, bool with_children = false);
 
 // The broker of the stack: the pid in <OTTER_TEST_STACK_DIR>/mosquitto/mosquitto.pid, or -1.
 pid_t stack_broker_pid();
+// The stack's postmaster: line 1 of <OTTER_TEST_STACK_DIR>/pg/postmaster.pid, or -1. Its
+// backends are its children.
+pid_t stack_db_pid();
 
 // Reads a set of processes before and after a run.
 class cpu_meter {

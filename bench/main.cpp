@@ -171,12 +171,16 @@ offer_sample sample_offer(device_pool& pool, const protocol::topics& topics,
 
 // What a server process and the broker spent on one run.
 struct cpu_pair {
-  cpu_meter server, broker;
+  cpu_meter server, broker, db, load;
   cpu_pair(pid_t server_pid, bool children) {
     server.watch(server_pid, children);
     broker.watch(stack_broker_pid());
+    db.watch(stack_db_pid(), true);
+    load.watch(::getpid());
     server.start();
     broker.start();
+    db.start();
+    load.start();
   }
 };
 
@@ -192,13 +196,16 @@ void run_check_sweep(const std::string& who, check_load& load, const bench_optio
     auto p = load.run(rate, o.check_seconds, o.p99_bound_ms);
     p.server_cpu_s = cpu.server.seconds();
     p.broker_cpu_s = cpu.broker.seconds();
+    p.db_cpu_s = cpu.db.seconds();
+    p.load_cpu_s = cpu.load.seconds();
     progress("checks", who + " " + std::to_string(rate) + "/s: achieved " +
                            std::to_string(static_cast<int>(p.achieved)) + "/s, p50 " +
                            fmt2(p.p50_ms) + " ms, p99 " + fmt2(p.p99_ms) + " ms, answered " +
                            std::to_string(p.answered) + "/" + std::to_string(p.sent) +
                            (p.errors ? ", errors " + std::to_string(p.errors) : "") + ", cpu " +
-                           fmt2(p.server_cpu_s) + " s (broker " + fmt2(p.broker_cpu_s) + " s)" +
-                           (p.sustained ? "" : "  (not sustained)"));
+                           fmt2(p.server_cpu_s) + " s (broker " + fmt2(p.broker_cpu_s) +
+                           " s, postgres " + fmt2(p.db_cpu_s) + " s, otter-bench " +
+                           fmt2(p.load_cpu_s) + " s)" + (p.sustained ? "" : "  (not sustained)"));
     out.push_back(p);
     // Two rates in a row far past saturation tell nothing more, and take long to drain.
     failed = p.achieved < 0.8 * rate ? failed + 1 : 0;

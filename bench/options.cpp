@@ -23,8 +23,9 @@ OTTER_TEST_MQTT_OPERATOR_PASSWORD, OTTER_TEST_DB_URL.
 
 Options:
   --phases LIST          checks,chunks,http (default all three)
-  --rates LIST           check rates per second (default 250,500,1000,1500,2000,3000,4000,
-                         6000,8000)
+  --rates LIST           check rates per second (default 250,500,1000,1500,2000,2500,3000,
+                         3500,4000,5000,6000,8000: steps of at most 25 % where the two
+                         sustained rates fall, which is the ratio's resolution)
   --check-devices N      device connections sending checks (default 200)
   --check-seconds S      seconds per rate (default 3)
   --p99-bound MS         a rate counts as sustained only with p99 below this (default 50)

@@ -90,6 +90,23 @@ void print_report(std::ostream& out, const results& r, const bench_options& o) {
     const double pe = peak_rate(r.echo_checks), po = peak_rate(r.otterd_checks);
     out << "  peak achieved rate: responder " << fmt("%.0f", pe) << "/s, otterd " << fmt("%.0f", po)
         << "/s, ratio " << fmt("%.2f", ratio_of(po, pe)) << "\n";
+    // Every process shares the same cores, so what the others spend per check decides the rate
+    // too: otterd's PostgreSQL, the broker, and the bench's own devices.
+    out << "  cpu ms per 1000 checks, by process (server, broker, postgres, otter-bench):\n";
+    for (int rate : rates) {
+      auto cells = [](const check_point* p) {
+        if (!p || p->answered == 0) return std::string(27, ' ') + "-";
+        const double k = p->answered / 1000.0;
+        return fmt("%6.0f", cpu_ms_per(p->server_cpu_s, k)) +
+               fmt(" %6.0f", cpu_ms_per(p->broker_cpu_s, k)) +
+               fmt(" %6.0f", cpu_ms_per(p->db_cpu_s, k)) +
+               fmt(" %6.0f", cpu_ms_per(p->load_cpu_s, k));
+      };
+      char head[32];
+      std::snprintf(head, sizeof head, "  %9d | ", rate);
+      out << head << "responder " << cells(at_rate(r.echo_checks, rate)) << " | otterd "
+          << cells(at_rate(r.otterd_checks, rate)) << "\n";
+    }
   }
 
   if (!r.broker_chunks.empty() || !r.otterd_chunks.empty()) {
@@ -169,7 +186,9 @@ nlohmann::json to_json(const results& r, const bench_options& o) {
                    {"max_ms", p.max_ms},
                    {"sustained", p.sustained},
                    {"server_cpu_s", p.server_cpu_s},
-                   {"broker_cpu_s", p.broker_cpu_s}});
+                   {"broker_cpu_s", p.broker_cpu_s},
+                   {"db_cpu_s", p.db_cpu_s},
+                   {"load_cpu_s", p.load_cpu_s}});
     return a;
   };
   auto chunks = [](const std::vector<chunk_point>& v) {
