@@ -35,6 +35,49 @@ nlohmann::json event_record::to_json() const {
   return j;
 }
 
+void append_json_string(std::string& out, std::string_view s) {
+  out += nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string event_record::to_json_text() const {
+  // Keys in to_json()'s order (nlohmann::json sorts them), so both give the same bytes.
+  std::string out;
+  out.reserve(160 + data_text.size());
+  out += "{\"actor\":";
+  if (actor)
+    append_json_string(out, *actor);
+  else
+    out += "null";
+  out += ",\"at\":\"";
+  out += to_rfc3339(at);
+  out += "\",\"data\":";
+  if (!data.is_object())
+    out += "{}";
+  else if (!data_text.empty())
+    out += data_text;
+  else
+    out += data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  out += ",\"device\":";
+  if (device)
+    append_json_string(out, *device);
+  else
+    out += "null";
+  out += ",\"id\":\"";
+  out += std::to_string(id);
+  out += "\",\"kind\":";
+  append_json_string(out, kind);
+  out += ",\"rollout\":";
+  if (rollout) {
+    out += '"';
+    out += std::to_string(*rollout);
+    out += '"';
+  } else {
+    out += "null";
+  }
+  out += '}';
+  return out;
+}
+
 namespace {
 constexpr std::size_t kMaxNotifyPayload = 7000;  // PostgreSQL refuses 8000 bytes and more
 }  // namespace

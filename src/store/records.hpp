@@ -21,11 +21,20 @@ struct event_record {
   std::optional<std::int64_t> rollout;
   std::string instance;
   nlohmann::json data = nlohmann::json::object();
+  // `data` serialised, set by the writer, which needs the text for PostgreSQL anyway; empty
+  // until then.
+  std::string data_text;
 
   // The wire form of PROTOCOL.md: id (string of digits), at (RFC 3339), kind, device, actor,
   // rollout (string or null), data.
   nlohmann::json to_json() const;
+  // The same as to_json().dump(), written as text (every check publishes two events: building
+  // and copying a JSON tree for each was measurable), reusing data_text when set.
+  std::string to_json_text() const;
 };
+
+// Appends `s` as a JSON string (quoted, escaped; invalid UTF-8 replaced, never thrown).
+void append_json_string(std::string& out, std::string_view s);
 
 // Upsert: first_seen keeps the earliest, last_seen/model/version take the latest; attrs are
 // replaced only when has_attrs.

@@ -129,22 +129,40 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
     if (ids.size() != n_events) throw pqxx::internal_error{"nextval returned too few ids"};
     std::sort(ids.begin(), ids.end());  // ascending in submission order
     std::size_t next = 0;
-    nlohmann::json rows = nlohmann::json::array();
+    // Written as text: data is serialised once, here, and reused for R/events (to_json_text).
+    std::string rows = "[";
+    auto text_or_null = [&rows](const std::optional<std::string>& v) {
+      if (v)
+        append_json_string(rows, *v);
+      else
+        rows += "null";
+    };
     for (std::size_t i = 0; i < count; ++i) {
       for (auto& e : batch[i].events) {
         e.id = ids[next++];
-        rows.push_back({{"id", e.id},
-                        {"at", to_rfc3339(e.at)},
-                        {"kind", e.kind},
-                        {"device", opt(e.device)},
-                        {"actor", opt(e.actor)},
-                        {"rollout", opt(e.rollout)},
-                        {"instance",
-                         e.instance.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.instance)},
-                        {"data", e.data}});
+        e.data_text = detail::dump(e.data);
+        if (rows.size() > 1) rows += ',';
+        rows += "{\"id\":";
+        rows += std::to_string(e.id);
+        rows += ",\"at\":\"";
+        rows += to_rfc3339(e.at);
+        rows += "\",\"kind\":";
+        append_json_string(rows, e.kind);
+        rows += ",\"device\":";
+        text_or_null(e.device);
+        rows += ",\"actor\":";
+        text_or_null(e.actor);
+        rows += ",\"rollout\":";
+        rows += e.rollout ? std::to_string(*e.rollout) : "null";
+        rows += ",\"instance\":";
+        text_or_null(e.instance.empty() ? std::nullopt : std::optional<std::string>(e.instance));
+        rows += ",\"data\":";
+        rows += e.data_text;
+        rows += '}';
       }
     }
-    tx.exec_prepared0("otter_insert_events", detail::dump(rows));
+    rows += ']';
+    tx.exec_prepared0("otter_insert_events", rows);
   }
 
   std::vector<device_row> devices;
