@@ -11,7 +11,7 @@ namespace otter::bench {
 struct bench_options {
   // checks: open loop at each rate in turn, for otterd and for the no-op responder
   std::vector<int> check_rates{250,  500,  1000, 1500, 2000, 2500,
-                              3000, 3500, 4000, 5000, 6000, 8000};
+                               3000, 3500, 4000, 5000, 6000, 8000};
   int check_devices = 200;
   double check_seconds = 3;
   double p99_bound_ms = 50;  // a rate is "sustained" only with p99 below this
