@@ -47,16 +47,9 @@ cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DOTTER_SANITIZE=
 cmake --build "$BUILD_DIR" --target otter-bench -j"$(nproc)"
 
 echo "== stack ($OTTER_STACK_DIR)"
-if bash scripts/stack.sh status >/dev/null 2>&1; then
-  echo "stack already running: using it and leaving it running"
-else
-  trap 'echo "== stack stop"; bash scripts/stack.sh stop || true' EXIT
-  bash scripts/stack.sh start
-fi
-set -a
-# shellcheck source=/dev/null
-source "$OTTER_STACK_DIR/env"
-set +a
+# shellcheck source=scripts/stack-for-run.sh
+source scripts/stack-for-run.sh
+stack_for_this_run
 
 echo "== bench (load average: $(cut -d' ' -f1-3 /proc/loadavg))"
 rc=0

@@ -26,17 +26,9 @@ cmake -S . -B "$BUILD_DIR" -G Ninja \
 cmake --build "$BUILD_DIR" -j"$JOBS"
 
 echo "== stack"
-if bash scripts/stack.sh status >/dev/null 2>&1; then
-  echo "stack already running: using it and leaving it running"
-else
-  # Armed before start, so that a half-started stack is stopped too.
-  trap 'echo "== stack stop"; bash scripts/stack.sh stop || true' EXIT
-  bash scripts/stack.sh start
-fi
-set -a
-# shellcheck source=/dev/null
-source "${OTTER_STACK_DIR:-.stack}/env"
-set +a
+# shellcheck source=scripts/stack-for-run.sh
+source scripts/stack-for-run.sh
+stack_for_this_run
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
