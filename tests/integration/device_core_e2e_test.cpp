@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <random>
 
 #include "crypto/hash.hpp"
@@ -19,14 +18,9 @@ const std::string kModel = "esp32-devkitc";
 
 class DeviceCoreE2E : public otter_fixture {
  protected:
-  std::string write_file(const std::string& name, const std::string& bytes) {
-    const auto p = dir_ / name;
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p.string();
-  }
   // Runs the host device; `extra` are more flags.
   run_result run_device(const std::string& id, const std::vector<std::string>& extra = {}) {
-    const auto pub = write_file("manifest.pub", pub_->public_pem());
+    const auto pub = scratch_file("manifest.pub", pub_->public_pem());
     std::vector<std::string> argv = {OTTER_DEVICE_HOST_PATH,
                                      "--mqtt",
                                      env_.mqtt_url,
@@ -118,8 +112,8 @@ TEST_F(DeviceCoreE2E, a_pinned_release_key_checks_image_sig) {
   add_release(kModel, "1.1.0", image,
               {{"image_sig", crypto::base64url_encode(std::span<const std::uint8_t>(sig))}});
   create_rollout(kModel, "1.1.0", {{"type", "all"}});
-  const auto good_key = write_file("release.pub", release.public_pem());
-  const auto wrong_key = write_file("wrong.pub", crypto::ec_key::generate().public_pem());
+  const auto good_key = scratch_file("release.pub", release.public_pem());
+  const auto wrong_key = scratch_file("wrong.pub", crypto::ec_key::generate().public_pem());
 
   auto bad = run_device("fw-e2e-3", {"--release-key", wrong_key});
   EXPECT_EQ(bad.status, 1) << bad.output;
@@ -138,7 +132,7 @@ TEST_F(DeviceCoreE2E, a_pinned_release_key_checks_image_sig) {
 TEST_F(DeviceCoreE2E, a_manifest_signed_by_another_key_is_rejected) {
   add_release(kModel, "1.1.0", random_image(10'000, 14));
   create_rollout(kModel, "1.1.0", {{"type", "all"}});
-  const auto other = write_file("other.pub", crypto::ec_key::generate().public_pem());
+  const auto other = scratch_file("other.pub", crypto::ec_key::generate().public_pem());
   auto r = run_device("fw-e2e-5", {"--pubkey", other});
   EXPECT_EQ(r.status, 1) << r.output;
   EXPECT_NE(r.output.find("kid"), std::string::npos) << r.output;

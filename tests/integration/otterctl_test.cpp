@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -34,11 +33,6 @@ class otterctl_test : public otter_fixture {
     EXPECT_FALSE(j.is_discarded()) << r.output;
     return j;
   }
-  std::string write_file(const std::string& name, const std::string& bytes) {
-    const auto p = dir_ / name;
-    std::ofstream(p, std::ios::binary) << bytes;
-    return p.string();
-  }
 };
 
 TEST_F(otterctl_test, upload_releases_and_signing) {
@@ -52,7 +46,7 @@ TEST_F(otterctl_test, upload_releases_and_signing) {
   EXPECT_EQ(ctl({"keygen", "--out", key_file}).status, 2);
 
   const std::string bytes = random_hex(50000);
-  const auto image = write_file("fw-1.1.0.bin", bytes);
+  const auto image = scratch_file("fw-1.1.0.bin", bytes);
   auto rel = ctl_json({"upload", image, "--model", kModel, "--version", "1.1.0", "--notes", "first",
                        "--min-version", "1.0.0", "--sign", key_file});
   EXPECT_EQ(rel["sha256"], crypto::sha256_hex(bytes)) << rel.dump();
@@ -77,10 +71,10 @@ TEST_F(otterctl_test, upload_releases_and_signing) {
   ASSERT_TRUE(plain_raw) << plain.output;
   EXPECT_TRUE(key->verify_digest(std::span<const std::uint8_t, 32>(d), *plain_raw));
 
-  const auto image2 = write_file("fw-1.2.0.bin", random_hex(1000));
+  const auto image2 = scratch_file("fw-1.2.0.bin", random_hex(1000));
   ctl_json({"upload", image2, "--model", kModel, "--version", "1.2.0"});
   ctl_json(
-      {"upload", write_file("other.bin", "x"), "--model", "other-model", "--version", "1.0.0"});
+      {"upload", scratch_file("other.bin", "x"), "--model", "other-model", "--version", "1.0.0"});
 
   auto all = ctl_json({"releases"});
   ASSERT_TRUE(all.is_array());

@@ -6,6 +6,7 @@
 
 #include "crypto/hash.hpp"
 #include "crypto/jws.hpp"
+#include "support/files.hpp"
 
 namespace otter::test {
 namespace {
@@ -259,6 +260,12 @@ void otter_fixture::start_otterd(const std::map<std::string, std::string>& extra
   for (const auto& [k, v] : extra) env[k] = v;
   otterd_ = std::make_unique<otterd_process>(env, dir_);
   ASSERT_TRUE(otterd_->wait_ready()) << otterd_->log();
+}
+
+std::string otter_fixture::scratch_file(const std::string& name, std::string_view bytes) const {
+  const auto p = dir_ / name;
+  write_file(p, bytes);
+  return p.string();
 }
 
 int otter_fixture::stop_otterd() {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "crypto/ec_key.hpp"
@@ -129,6 +130,8 @@ class otter_fixture : public ::testing::Test {
   // Creates a rollout and returns its id.
   std::string create_rollout(const std::string& model, const std::string& version,
                              const nlohmann::json& target, bool allow_downgrade = false);
+  // Writes bytes to dir_/name (the fixture's scratch folder) and returns the path.
+  std::string scratch_file(const std::string& name, std::string_view bytes) const;
 
   stack_env env_;
   std::unique_ptr<scratch_db> db_;
