@@ -47,22 +47,26 @@ double cpu_seconds(pid_t pid, bool with_children) {
   return total;
 }
 
-pid_t stack_broker_pid() {
+namespace {
+
+// The first number in <OTTER_TEST_STACK_DIR>/<file>, or -1.
+pid_t stack_pid(const char* file) {
   const char* dir = std::getenv("OTTER_TEST_STACK_DIR");
   if (!dir || !*dir) return -1;
-  std::ifstream in(std::filesystem::path(dir) / "mosquitto" / "mosquitto.pid");
+  std::ifstream in(std::filesystem::path(dir) / file);
   long pid = -1;
   if (!(in >> pid)) return -1;
   return static_cast<pid_t>(pid);
 }
 
+}  // namespace
+
+pid_t stack_broker_pid() {
+  return stack_pid("mosquitto/mosquitto.pid");
+}
+
 pid_t stack_db_pid() {
-  const char* dir = std::getenv("OTTER_TEST_STACK_DIR");
-  if (!dir || !*dir) return -1;
-  std::ifstream in(std::filesystem::path(dir) / "pg" / "postmaster.pid");
-  long pid = -1;
-  if (!(in >> pid)) return -1;
-  return static_cast<pid_t>(pid);
+  return stack_pid("pg/postmaster.pid");
 }
 
 void cpu_meter::watch(pid_t pid, bool with_children) {

@@ -39,15 +39,19 @@ void append_json_string(std::string& out, std::string_view s) {
   out += nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+void append_json_string_or_null(std::string& out, const std::optional<std::string>& s) {
+  if (s)
+    append_json_string(out, *s);
+  else
+    out += "null";
+}
+
 std::string event_record::to_json_text() const {
   // Keys in to_json()'s order (nlohmann::json sorts them), so both give the same bytes.
   std::string out;
   out.reserve(160 + data_text.size());
   out += "{\"actor\":";
-  if (actor)
-    append_json_string(out, *actor);
-  else
-    out += "null";
+  append_json_string_or_null(out, actor);
   out += ",\"at\":\"";
   out += to_rfc3339(at);
   out += "\",\"data\":";
@@ -58,10 +62,7 @@ std::string event_record::to_json_text() const {
   else
     out += data.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   out += ",\"device\":";
-  if (device)
-    append_json_string(out, *device);
-  else
-    out += "null";
+  append_json_string_or_null(out, device);
   out += ",\"id\":\"";
   out += std::to_string(id);
   out += "\",\"kind\":";

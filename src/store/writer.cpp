@@ -131,12 +131,6 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
     std::size_t next = 0;
     // Written as text: data is serialised once, here, and reused for R/events (to_json_text).
     std::string rows = "[";
-    auto text_or_null = [&rows](const std::optional<std::string>& v) {
-      if (v)
-        append_json_string(rows, *v);
-      else
-        rows += "null";
-    };
     for (std::size_t i = 0; i < count; ++i) {
       for (auto& e : batch[i].events) {
         e.id = ids[next++];
@@ -149,13 +143,14 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
         rows += "\",\"kind\":";
         append_json_string(rows, e.kind);
         rows += ",\"device\":";
-        text_or_null(e.device);
+        append_json_string_or_null(rows, e.device);
         rows += ",\"actor\":";
-        text_or_null(e.actor);
+        append_json_string_or_null(rows, e.actor);
         rows += ",\"rollout\":";
         rows += e.rollout ? std::to_string(*e.rollout) : "null";
         rows += ",\"instance\":";
-        text_or_null(e.instance.empty() ? std::nullopt : std::optional<std::string>(e.instance));
+        append_json_string_or_null(
+            rows, e.instance.empty() ? std::nullopt : std::optional<std::string>(e.instance));
         rows += ",\"data\":";
         rows += e.data_text;
         rows += '}';
