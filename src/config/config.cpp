@@ -336,6 +336,45 @@ std::optional<std::string> parse_bool(const std::string& v, bool& out) {
   return std::nullopt;
 }
 
+// "all", "none", or kinds separated by commas.
+std::optional<std::string> parse_event_kinds(const std::string& v,
+                                             std::optional<std::set<std::string>>& out) {
+  const std::string l = lower(v);
+  if (l == "all") {
+    out.reset();
+    return std::nullopt;
+  }
+  std::set<std::string> kinds;
+  if (l != "none") {
+    std::string_view rest = l;
+    for (;;) {
+      const auto comma = rest.find(',');
+      std::string kind(rest.substr(0, comma));
+      kind.erase(0, kind.find_first_not_of(' '));
+      kind.erase(kind.find_last_not_of(' ') + 1);
+      const auto& known = event_kinds();
+      if (std::find(known.begin(), known.end(), kind) == known.end()) {
+        std::string list;
+        for (const auto& k : known) list += (list.empty() ? "" : ",") + k;
+        return quote(kind) + " is not an event kind; expected all, none or a list of " + list;
+      }
+      kinds.insert(kind);
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  }
+  out = std::move(kinds);
+  return std::nullopt;
+}
+
+std::string show_event_kinds(const std::optional<std::set<std::string>>& kinds) {
+  if (!kinds) return "all";
+  if (kinds->empty()) return "none";
+  std::string out;
+  for (const auto& k : *kinds) out += (out.empty() ? "" : ",") + k;
+  return out;
+}
+
 std::optional<std::string> parse_optional_path(const std::string& v, std::string& out) {
   if (v.find('\n') != std::string::npos || v.find('\0') != std::string::npos)
     return quote(v) + " is not a usable path; expected a file path";
@@ -539,6 +578,12 @@ const std::vector<option_spec>& specs() {
          return parse_duration(v, 60, 30 * 86400, s.upload_gc);
        },
        [](const settings& s) { return std::to_string(s.upload_gc.count()) + "s"; }},
+      {"OTTER_EVENTS", "events", "KINDS", "all",
+       "event kinds published on R/events/<kind>: all, none, or a list such as status,command "
+       "(every event is recorded in PostgreSQL either way)",
+       false, false,
+       [](settings& s, const std::string& v) { return parse_event_kinds(v, s.published_events); },
+       [](const settings& s) { return show_event_kinds(s.published_events); }},
   };
   return table;
 }
@@ -794,6 +839,12 @@ std::optional<std::pair<std::string, std::uint16_t>> parse_host_port(std::string
   const auto n = parse_uint(port);
   if (!n || *n < 1 || *n > 65535) return std::nullopt;
   return std::pair{std::string(host), static_cast<std::uint16_t>(*n)};
+}
+
+const std::vector<std::string>& event_kinds() {
+  static const std::vector<std::string> kinds = {"check", "offer",   "status", "chunk",
+                                                 "error", "command", "upload"};
+  return kinds;
 }
 
 }  // namespace otter::config

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -48,7 +49,17 @@ struct settings {
   std::uint32_t chunk_max = 4096;
   std::uint32_t chunk_window = 16;
   std::chrono::seconds upload_gc{24 * 3600};
+  // Event kinds published on R/events/<kind>; nullopt: every kind (PROTOCOL.md). All are
+  // recorded in PostgreSQL whatever this says.
+  std::optional<std::set<std::string>> published_events;
+
+  bool publishes_event(const std::string& kind) const {
+    return !published_events || published_events->contains(kind);
+  }
 };
+
+// The kinds of event the service records, for OTTER_EVENTS.
+const std::vector<std::string>& event_kinds();
 
 struct option_doc {
   std::string env;           // OTTER_MQTT_URL

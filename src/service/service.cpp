@@ -247,7 +247,9 @@ struct service::impl {
 
     writer = std::make_unique<store::writer>(
         cfg.db_url, cfg.queue_limit, [this](const std::vector<store::event_record>& evs) {
-          for (const auto& e : evs) out->publish(topics.event(e.kind), e.to_json_text(), 0, false);
+          for (const auto& e : evs)
+            if (cfg.publishes_event(e.kind))
+              out->publish(topics.event(e.kind), e.to_json_text(), 0, false);
         });
     records = std::make_unique<writer_recorder>(*writer);
     writer->start();

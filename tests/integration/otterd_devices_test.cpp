@@ -212,6 +212,30 @@ TEST_F(devices_test, events_are_published_and_listed_newest_first) {
   EXPECT_EQ(list["result"]["items"][1]["kind"], "check");
 }
 
+TEST_F(devices_test, otter_events_limits_what_is_published_not_what_is_recorded) {
+  stop_otterd();
+  start_otterd({{"OTTER_EVENTS", "status,command"}});
+  peer watcher(env_.mqtt_url, "watch-" + random_hex(3), "admin1", env_.operator_password);
+  watcher.subscribe("ota/v1/events/#");
+  watcher.start_connect();
+  watcher.wait_connected();
+  device d(env_, *topics_, "dev-q");
+  d.connect_started();
+  ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+  d.status({{"version", "1.0.0"}, {"state", "downloading"}});
+  // The status event comes out; the check and offer before it were not published.
+  auto ev = watcher.wait("ota/v1/events/status");
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(nlohmann::json::parse(ev->payload)["device"], "dev-q");
+  EXPECT_FALSE(watcher.wait("ota/v1/events/check", 200ms));
+  EXPECT_FALSE(watcher.wait("ota/v1/events/offer", 200ms));
+  auto list = admin_->cmd("events.list", {{"device", "dev-q"}});
+  ASSERT_EQ(list["ok"], true);
+  std::set<std::string> kinds;
+  for (const auto& item : list["result"]["items"]) kinds.insert(item["kind"].get<std::string>());
+  EXPECT_EQ(kinds, (std::set<std::string>{"check", "offer", "status"}));
+}
+
 TEST_F(devices_test, a_restart_keeps_every_record) {
   add_release(kModel, "1.1.0", "restart");
   create_rollout(kModel, "1.1.0", {{"type", "all"}});

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include <algorithm>
 #include <map>
 #include <string>
@@ -74,6 +76,8 @@ TEST(Config, Defaults) {
   EXPECT_EQ(s.chunk_max, 4096u);
   EXPECT_EQ(s.chunk_window, 16u);
   EXPECT_EQ(s.upload_gc, std::chrono::hours(24));
+  EXPECT_FALSE(s.published_events) << "every kind by default (PROTOCOL.md)";
+  EXPECT_TRUE(s.publishes_event("check"));
 }
 
 TEST(Config, EnvOnly) {
@@ -100,6 +104,7 @@ TEST(Config, EnvOnly) {
   env["OTTER_CHUNK_MAX"] = "8192";
   env["OTTER_CHUNK_WINDOW"] = "32";
   env["OTTER_UPLOAD_GC"] = "2d";
+  env["OTTER_EVENTS"] = "Status, command";
   const settings s = load_ok({}, env);
   EXPECT_EQ(s.mqtt_url, "ssl://broker.example.com:8883");
   EXPECT_EQ(s.mqtt_user, "otterd");
@@ -126,6 +131,9 @@ TEST(Config, EnvOnly) {
   EXPECT_EQ(s.chunk_max, 8192u);
   EXPECT_EQ(s.chunk_window, 32u);
   EXPECT_EQ(s.upload_gc, std::chrono::hours(48));
+  EXPECT_EQ(s.published_events, (std::set<std::string>{"command", "status"}));
+  EXPECT_TRUE(s.publishes_event("status"));
+  EXPECT_FALSE(s.publishes_event("check"));
 }
 
 TEST(Config, EmptyEnvCountsAsUnset) {
@@ -302,6 +310,8 @@ TEST(Config, ValidationFailuresNameTheVariable) {
       {"OTTER_CHUNK_WINDOW", "257"},
       {"OTTER_UPLOAD_GC", "10s"},
       {"OTTER_UPLOAD_GC", "31d"},
+      {"OTTER_EVENTS", "checks"},
+      {"OTTER_EVENTS", "status,,command"},
       {"OTTER_MQTT_CLIENT_ID", std::string(300, 'c')},
   };
   for (const auto& [name, value] : bad) {
@@ -466,9 +476,20 @@ TEST(Config, HelpListsEverySetting) {
       "OTTER_LOG_LEVEL",    "OTTER_LOG_FORMAT",     "OTTER_MAX_UPLOAD",    "OTTER_QUEUE_LIMIT",
       "OTTER_SHARE_GROUP",  "OTTER_HTTP_ADDR",      "OTTER_PUBLIC_URL",    "OTTER_LINK_SECRET_FILE",
       "OTTER_RELEASE_KEYS", "OTTER_REQUIRE_SIGNED", "OTTER_CHUNK_MAX",     "OTTER_CHUNK_WINDOW",
-      "OTTER_UPLOAD_GC"};
+      "OTTER_UPLOAD_GC",    "OTTER_EVENTS"};
   EXPECT_EQ(options().size(), all.size());
   for (const auto& name : all) EXPECT_NE(h.find(name), std::string::npos) << name;
+}
+
+TEST(Config, EventsNoneAndAll) {
+  auto env = with(required(), "OTTER_EVENTS", "none");
+  auto s = load_ok({}, env);
+  ASSERT_TRUE(s.published_events);
+  EXPECT_TRUE(s.published_events->empty());
+  EXPECT_FALSE(s.publishes_event("status"));
+  s = load_ok({"--events", "all"}, env);
+  EXPECT_FALSE(s.published_events);
+  EXPECT_NE(describe(s).find("OTTER_EVENTS"), std::string::npos);
 }
 
 TEST(Config, EveryOptionHasADocumentedFlag) {
