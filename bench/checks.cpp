@@ -6,6 +6,9 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <thread>
 
@@ -43,6 +46,7 @@ struct check_load::run_state {
   std::uint32_t gen = 0;
   std::int64_t count = 0;
   std::vector<std::int64_t> intended;                   // ns
+  std::vector<std::int64_t> sent;                       // ns, when publish() returned
   std::unique_ptr<std::atomic<std::int64_t>[]> answer;  // ns, 0 = none yet
   std::atomic<std::int64_t> answered{0};
   std::atomic<std::int64_t> errors{0};
@@ -144,6 +148,7 @@ check_point check_load::run(int rate, double seconds, double p99_bound_ms) {
   s->gen = ++gen_;
   s->count = std::max<std::int64_t>(1, std::llround(rate * seconds));
   s->intended.resize(static_cast<std::size_t>(s->count));
+  s->sent.resize(static_cast<std::size_t>(s->count));
   s->answer = std::make_unique<std::atomic<std::int64_t>[]>(static_cast<std::size_t>(s->count));
   // Payloads are made before the clock starts so that making them does not skew the schedule.
   std::vector<std::string> payloads;
@@ -162,6 +167,7 @@ check_point check_load::run(int rate, double seconds, double p99_bound_ms) {
     const int d = static_cast<int>(i % pool_.size());
     (void)pool_.publish(d, check_topics_[static_cast<std::size_t>(d)],
                         payloads[static_cast<std::size_t>(i)]);
+    s->sent[static_cast<std::size_t>(i)] = now_ns();
   }
   // Whatever is still unanswered 5 s after the last intended send is lost.
   const std::int64_t end = s->intended.back();
@@ -187,6 +193,19 @@ check_point check_load::run(int rate, double seconds, double p99_bound_ms) {
     p.max_ms = *std::max_element(lat.begin(), lat.end());
     p.p50_ms = percentile(lat, 50);
     p.p99_ms = percentile(lat, 99);
+  }
+  // Where the time went, check by check (a late send is the bench's own delay; the rest is the
+  // round trip), for whoever looks into a tail: OTTER_BENCH_TRACE=<folder>.
+  if (const char* dir = std::getenv("OTTER_BENCH_TRACE"); dir && *dir) {
+    std::ofstream out(std::filesystem::path(dir) /
+                      ("checks-" + std::to_string(rate) + "-" + std::to_string(s->gen) + ".csv"));
+    out << "i,intended_ms,send_lag_ms,round_trip_ms\n";
+    for (std::int64_t i = 0; i < s->count; ++i) {
+      const auto k = static_cast<std::size_t>(i);
+      const auto a = s->answer[k].load();
+      out << i << ',' << (s->intended[k] - t0) / 1e6 << ',' << (s->sent[k] - s->intended[k]) / 1e6
+          << ',' << (a ? std::to_string((a - s->sent[k]) / 1e6) : std::string("")) << '\n';
+    }
   }
   p.sustained = p.answered == p.sent && p.errors == 0 && p.achieved >= 0.95 * rate &&
                 p.p99_ms <= p99_bound_ms;

@@ -43,6 +43,9 @@ Options:
   --json-out FILE        also write the results as JSON to FILE
   --keep                 keep the work folder (logs, configs) and print its path
   -h, --help             this text
+
+Environment: OTTER_BENCH_TRACE=DIR writes DIR/checks-<rate>-<n>.csv per check run: each
+check's intended send time, how late the bench sent it and its round trip (for tails).
 )";
 
 namespace {
