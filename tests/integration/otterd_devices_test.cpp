@@ -11,7 +11,18 @@ namespace {
 
 const std::string kModel = "esp32-devkitc";
 
-class devices_test : public otter_fixture {};
+class devices_test : public otter_fixture {
+ protected:
+  // An operator connection subscribed to every event topic.
+  std::unique_ptr<peer> event_watcher() {
+    auto w = std::make_unique<peer>(env_.mqtt_url, "watch-" + random_hex(3), "admin1",
+                                    env_.operator_password);
+    w->subscribe("ota/v1/events/#");
+    w->start_connect();
+    w->wait_connected();
+    return w;
+  }
+};
 
 TEST_F(devices_test, up_to_date_answer_is_signed_with_exactly_the_no_update_claims) {
   device d(env_, *topics_, "dev-a");
@@ -193,10 +204,8 @@ TEST_F(devices_test, status_reports_are_recorded_attributed_and_counted) {
 }
 
 TEST_F(devices_test, events_are_published_and_listed_newest_first) {
-  peer watcher(env_.mqtt_url, "watch-" + random_hex(3), "admin1", env_.operator_password);
-  watcher.subscribe("ota/v1/events/#");
-  watcher.start_connect();
-  watcher.wait_connected();
+  auto watcher_ptr = event_watcher();
+  auto& watcher = *watcher_ptr;
   device d(env_, *topics_, "dev-e");
   d.connect_started();
   ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
@@ -215,10 +224,8 @@ TEST_F(devices_test, events_are_published_and_listed_newest_first) {
 TEST_F(devices_test, otter_events_limits_what_is_published_not_what_is_recorded) {
   stop_otterd();
   start_otterd({{"OTTER_EVENTS", "status,command"}});
-  peer watcher(env_.mqtt_url, "watch-" + random_hex(3), "admin1", env_.operator_password);
-  watcher.subscribe("ota/v1/events/#");
-  watcher.start_connect();
-  watcher.wait_connected();
+  auto watcher_ptr = event_watcher();
+  auto& watcher = *watcher_ptr;
   device d(env_, *topics_, "dev-q");
   d.connect_started();
   ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
