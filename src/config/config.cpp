@@ -287,17 +287,36 @@ std::optional<std::string> parse_signing_key(settings& s, const std::string& v) 
   return std::nullopt;
 }
 
+std::string_view trim(std::string_view x) {
+  while (!x.empty() && std::isspace(static_cast<unsigned char>(x.front()))) x.remove_prefix(1);
+  while (!x.empty() && std::isspace(static_cast<unsigned char>(x.back()))) x.remove_suffix(1);
+  return x;
+}
+
+// The items of a comma-separated list, trimmed; empty items are kept (the caller decides).
+std::vector<std::string_view> split_list(std::string_view v) {
+  std::vector<std::string_view> items;
+  for (;;) {
+    const std::size_t comma = v.find(',');
+    items.push_back(trim(v.substr(0, comma)));
+    if (comma == std::string_view::npos) return items;
+    v.remove_prefix(comma + 1);
+  }
+}
+
+template <class Range>
+std::string join_list(const Range& items) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += ',';
+    out += item;
+  }
+  return out;
+}
+
 std::optional<std::string> parse_operators(settings& s, const std::string& v) {
   std::map<std::string, role> ops;
-  auto trim = [](std::string_view x) {
-    while (!x.empty() && std::isspace(static_cast<unsigned char>(x.front()))) x.remove_prefix(1);
-    while (!x.empty() && std::isspace(static_cast<unsigned char>(x.back()))) x.remove_suffix(1);
-    return x;
-  };
-  std::string_view rest(v);
-  while (true) {
-    const std::size_t comma = rest.find(',');
-    const std::string_view item = trim(rest.substr(0, comma));
+  for (const std::string_view item : split_list(v)) {
     if (!item.empty()) {  // tolerate a trailing comma
       const std::size_t colon = item.find(':');
       if (colon == std::string_view::npos)
@@ -318,8 +337,6 @@ std::optional<std::string> parse_operators(settings& s, const std::string& v) {
       if (!ops.emplace(name, parsed).second)
         return "operator " + name + " is listed twice; give each operator one role";
     }
-    if (comma == std::string_view::npos) break;
-    rest.remove_prefix(comma + 1);
   }
   s.operators = std::move(ops);
   return std::nullopt;
@@ -346,21 +363,12 @@ std::optional<std::string> parse_event_kinds(const std::string& v,
   }
   std::set<std::string> kinds;
   if (l != "none") {
-    std::string_view rest = l;
-    for (;;) {
-      const auto comma = rest.find(',');
-      std::string kind(rest.substr(0, comma));
-      kind.erase(0, kind.find_first_not_of(' '));
-      kind.erase(kind.find_last_not_of(' ') + 1);
-      const auto& known = event_kinds();
-      if (std::find(known.begin(), known.end(), kind) == known.end()) {
-        std::string list;
-        for (const auto& k : known) list += (list.empty() ? "" : ",") + k;
-        return quote(kind) + " is not an event kind; expected all, none or a list of " + list;
-      }
-      kinds.insert(kind);
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
+    const auto& known = event_kinds();
+    for (const std::string_view kind : split_list(l)) {
+      if (std::find(known.begin(), known.end(), kind) == known.end())
+        return quote(kind) + " is not an event kind; expected all, none or a list of " +
+               join_list(known);
+      kinds.emplace(kind);
     }
   }
   out = std::move(kinds);
@@ -370,9 +378,7 @@ std::optional<std::string> parse_event_kinds(const std::string& v,
 std::string show_event_kinds(const std::optional<std::set<std::string>>& kinds) {
   if (!kinds) return "all";
   if (kinds->empty()) return "none";
-  std::string out;
-  for (const auto& k : *kinds) out += (out.empty() ? "" : ",") + k;
-  return out;
+  return join_list(*kinds);
 }
 
 std::optional<std::string> parse_optional_path(const std::string& v, std::string& out) {
