@@ -122,10 +122,6 @@ std::vector<unsigned char> rs_to_der(std::span<const std::uint8_t> rs) {
   return der;
 }
 
-}  // namespace
-
-namespace {
-
 // Signing contexts, initialised once and reused: OpenSSL 3 looks the algorithms up again on
 // every init, under locks the signing threads share (~20 % of a signature, measured).
 struct sign_pool {

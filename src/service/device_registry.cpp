@@ -38,7 +38,8 @@ device_registry::check_result device_registry::on_check(const std::string& id,
   const bool changed =
       e.model != m.model || e.version_text != m.version_text || (m.attrs && e.attrs != *m.attrs);
   if (changed) e.unrecorded_change = true;
-  out.record_device = inserted || e.unrecorded_change || e.recorded_seen == time_point{} ||
+  // A new device has no recorded_seen yet.
+  out.record_device = e.unrecorded_change || e.recorded_seen == time_point{} ||
                       now - e.recorded_seen >= kSeenResolution || now < e.recorded_seen;
   e.model = m.model;
   e.version_text = m.version_text;
