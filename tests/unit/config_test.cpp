@@ -2,10 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include <set>
-
 #include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
