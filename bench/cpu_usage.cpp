@@ -10,8 +10,9 @@
 namespace otter::bench {
 namespace {
 
-// Fields after the command name (which may contain spaces) in /proc/<pid>/stat.
-bool read_stat(const std::filesystem::path& p, pid_t& ppid, double& cpu) {
+// Fields after the command name (which may contain spaces) in /proc/<pid>/stat. `reaped`: the
+// CPU of children it has waited for (cutime + cstime).
+bool read_stat(const std::filesystem::path& p, pid_t& ppid, double& cpu, double* reaped = nullptr) {
   std::ifstream in(p);
   std::string line;
   if (!std::getline(in, line)) return false;
@@ -23,9 +24,12 @@ bool read_stat(const std::filesystem::path& p, pid_t& ppid, double& cpu) {
   ss >> state >> v;
   ppid = static_cast<pid_t>(v);
   for (int field = 5; field <= 13; ++field) ss >> v;  // pgrp .. cmajflt
-  ss >> utime >> stime;
+  long long cutime = 0, cstime = 0;
+  ss >> utime >> stime >> cutime >> cstime;
   if (!ss) return false;
-  cpu = static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  const auto tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  cpu = static_cast<double>(utime + stime) / tick;
+  if (reaped) *reaped = static_cast<double>(cutime + cstime) / tick;
   return true;
 }
 
@@ -35,8 +39,12 @@ double cpu_seconds(pid_t pid, bool with_children) {
   if (pid <= 0) return 0;
   pid_t ppid = 0;
   double total = 0;
-  if (!read_stat("/proc/" + std::to_string(pid) + "/stat", ppid, total)) return 0;
+  double reaped = 0;
+  if (!read_stat("/proc/" + std::to_string(pid) + "/stat", ppid, total, &reaped)) return 0;
   if (!with_children) return total;
+  // A child that exits mid-run (a PostgreSQL backend of a stopped otterd) must not take its CPU
+  // out of the sum: once reaped, it is counted in the parent's cutime + cstime instead.
+  total += reaped;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
     const auto name = e.path().filename().string();

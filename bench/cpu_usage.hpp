@@ -10,7 +10,8 @@
 namespace otter::bench {
 
 // User + system seconds of `pid` (all its threads), plus those of its child processes when
-// `with_children` (nginx's workers). 0 when the process is gone.
+// `with_children` (nginx's workers, PostgreSQL's backends), living or reaped. 0 when the process
+// is gone.
 double cpu_seconds(pid_t pid, bool with_children = false);
 
 // The broker of the stack: the pid in <OTTER_TEST_STACK_DIR>/mosquitto/mosquitto.pid, or -1.
