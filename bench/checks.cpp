@@ -209,6 +209,7 @@ check_point check_load::run(int rate, double seconds, double p99_bound_ms) {
   }
   p.sustained = p.answered == p.sent && p.errors == 0 && p.achieved >= 0.95 * rate &&
                 p.p99_ms <= p99_bound_ms;
+  p.runs_sustained = p.sustained ? 1 : 0;
   set_current(nullptr);
   return p;
 }

@@ -24,6 +24,7 @@
 #include "otterd_runner.hpp"
 #include "report.hpp"
 #include "responder.hpp"
+#include "rounds.hpp"
 #include "stats.hpp"
 #include "support/child_process.hpp"
 
@@ -330,13 +331,30 @@ int run(const bench_options& o) {
     if (o.run_checks) {
       res.load.emplace_back("checks", load_average());
       check_load load(pool, topics, kModel, kFromVersion);
-      {
-        responder_process echo(*env, dir, offer.bytes, offer.size);
-        run_check_sweep("responder", load, o, echo.pid(), res.echo_checks);
+      for (int round = 1; round <= o.check_rounds; ++round) {
+        const std::string of = o.check_rounds > 1 ? " (round " + std::to_string(round) + "/" +
+                                                        std::to_string(o.check_rounds) + ")"
+                                                  : "";
+        auto responder_sweep = [&] {
+          responder_process echo(*env, dir, offer.bytes, offer.size);
+          run_check_sweep("responder" + of, load, o, echo.pid(), res.echo_rounds.emplace_back());
+        };
+        auto otterd_sweep = [&] {
+          otterd.start();
+          run_check_sweep("otterd" + of, load, o, otterd.pid(), res.otterd_rounds.emplace_back());
+          otterd.stop();
+        };
+        // Alternating which side goes first keeps a drift of the machine off one side.
+        if (round % 2 == 1) {
+          responder_sweep();
+          otterd_sweep();
+        } else {
+          otterd_sweep();
+          responder_sweep();
+        }
       }
-      otterd.start();
-      run_check_sweep("otterd", load, o, otterd.pid(), res.otterd_checks);
-      otterd.stop();
+      res.echo_checks = combine_rounds(res.echo_rounds);
+      res.otterd_checks = combine_rounds(res.otterd_rounds);
     }
     if (o.run_chunks) {
       res.load.emplace_back("chunks", load_average());

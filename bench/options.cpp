@@ -23,12 +23,16 @@ OTTER_TEST_MQTT_OPERATOR_PASSWORD, OTTER_TEST_DB_URL.
 
 Options:
   --phases LIST          checks,chunks,http (default all three)
-  --rates LIST           check rates per second (default 250,500,1000,1500,2000,2500,3000,
-                         3500,4000,5000,6000,8000: steps of at most 25 % where the two
-                         sustained rates fall, which is the ratio's resolution)
+  --rates LIST           check rates per second (default 500,1000,1500,2000,2250,2500,
+                         2750,3000,3250,3500,3750,4000,4500,5000,6000: steps of 250 where
+                         the two sustained rates fall, which is the ratio's resolution)
   --check-devices N      device connections sending checks (default 200)
   --check-seconds S      seconds per rate (default 3)
-  --p99-bound MS         a rate counts as sustained only with p99 below this (default 50)
+  --check-rounds N       sweeps of the rates per side, responder and otterd alternating
+                         (default 3); a rate is sustained when more than half of the rounds
+                         sustained it, and the table shows the rounds' medians
+  --p99-bound MS         a rate counts as sustained in a round only with p99 below this
+                         (default 50)
   --chunk-devices LIST   concurrent downloading devices (default 1,10,100)
   --chunk-mib N          MiB delivered per chunk run, split among the devices (default 64)
   --http-clients LIST    concurrent HTTP clients (default 1,20)
@@ -102,10 +106,10 @@ result<bench_options> parse_options(const std::vector<std::string>& args) {
     if (!a.starts_with("--"))
       return make_error(errc::bad_request, "unexpected argument \"" + a + "\" (see --help)");
     static const std::vector<std::string> valued = {
-        "--phases",       "--rates",         "--check-devices", "--check-seconds",
-        "--p99-bound",    "--chunk-devices", "--chunk-mib",     "--http-clients",
-        "--http-seconds", "--image-mib",     "--nginx-workers", "--nginx-sendfile",
-        "--http-port",    "--nginx-port",    "--otterd",        "--json-out"};
+        "--phases",    "--rates",         "--check-devices",  "--check-seconds", "--check-rounds",
+        "--p99-bound", "--chunk-devices", "--chunk-mib",      "--http-clients",  "--http-seconds",
+        "--image-mib", "--nginx-workers", "--nginx-sendfile", "--http-port",     "--nginx-port",
+        "--otterd",    "--json-out"};
     if (std::find(valued.begin(), valued.end(), a) == valued.end())
       return make_error(errc::bad_request, "unknown option " + a + " (see --help)");
     if (!has_value) {
@@ -141,6 +145,10 @@ result<bench_options> parse_options(const std::vector<std::string>& args) {
       auto n = num(0.5, 600);
       if (!n) return n.error();
       o.check_seconds = *n;
+    } else if (a == "--check-rounds") {
+      auto n = num(1, 9);
+      if (!n) return n.error();
+      o.check_rounds = static_cast<int>(*n);
     } else if (a == "--p99-bound") {
       auto n = num(0.1, 60000);
       if (!n) return n.error();

@@ -34,11 +34,20 @@ const check_point* at_rate(const std::vector<check_point>& v, int rate) {
 }
 
 std::string check_cells(const check_point* p) {
-  if (!p) return std::string(8, ' ') + "-" + std::string(32, ' ');
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%9.0f %8.2f %8.2f %s %8.0f", p->achieved, p->p50_ms, p->p99_ms,
-                p->sustained ? " " : "*", cpu_ms_per(p->server_cpu_s, p->answered / 1000.0));
+  if (!p) return std::string(8, ' ') + "-" + std::string(38, ' ');
+  char buf[112];
+  std::snprintf(buf, sizeof buf, "%9.0f %8.2f %8.2f %2d/%d%s %8.0f", p->achieved, p->p50_ms,
+                p->p99_ms, p->runs_sustained, p->runs, p->sustained ? " " : "*",
+                cpu_ms_per(p->server_cpu_s, p->answered / 1000.0));
   return buf;
+}
+
+// "3500, 4000, 3500"
+std::string sustained_per_round(const std::vector<std::vector<check_point>>& rounds) {
+  std::string out;
+  for (const auto& sweep : rounds)
+    out += (out.empty() ? "" : ", ") + fmt("%.0f", sustained_rate(sweep));
+  return out;
 }
 
 }  // namespace
@@ -65,12 +74,15 @@ void print_report(std::ostream& out, const results& r, const bench_options& o) {
   if (!r.echo_checks.empty() || !r.otterd_checks.empty()) {
     out << "\nCHECKS: check -> offer round trips, open loop, " << o.check_devices << " devices, "
         << o.check_seconds << " s per rate; latency from the intended send "
-        << "time; offer " << r.offer_bytes << " bytes\n"
-        << "(* = not sustained: something unanswered, achieved < 95 % of offered, or p99 > "
-        << o.p99_bound_ms << " ms)\n";
-    out << "  offered/s |            no-op responder             |                 otterd\n"
-        << "            |  achieved   p50 ms   p99 ms   cpu ms/1k |  achieved   p50 ms   p99 ms   "
-           "cpu ms/1k\n";
+        << "time; offer " << r.offer_bytes << " bytes; " << r.echo_rounds.size()
+        << " round(s) per side, alternating\n"
+        << "(achieved, p50, p99: medians of the rounds; ok: rounds that sustained the rate, i.e.\n"
+        << " answered everything without error, achieved >= 95 % of offered and p99 <= "
+        << o.p99_bound_ms << " ms;\n * = not sustained in more than half of the rounds)\n";
+    out << "  offered/s |               no-op responder              |"
+           "                    otterd\n"
+        << "            |  achieved   p50 ms   p99 ms   ok  cpu ms/1k |  achieved   p50 ms   p99 ms"
+           "   ok  cpu ms/1k\n";
     std::vector<int> rates;
     for (const auto& p : r.echo_checks) rates.push_back(p.offered);
     for (const auto& p : r.otterd_checks) rates.push_back(p.offered);
@@ -87,6 +99,15 @@ void print_report(std::ostream& out, const results& r, const bench_options& o) {
     out << "  sustained rate (highest offered rate sustained): responder " << se << "/s, otterd "
         << so << "/s, ratio " << fmt("%.2f", ratio) << " (target >= " << kCheckTarget << ") "
         << mark(ratio, kCheckTarget) << "\n";
+    if (r.echo_rounds.size() > 1 || r.otterd_rounds.size() > 1) {
+      out << "  sustained rate per round: responder " << sustained_per_round(r.echo_rounds)
+          << "; otterd " << sustained_per_round(r.otterd_rounds) << "; ratios";
+      for (std::size_t i = 0; i < std::min(r.echo_rounds.size(), r.otterd_rounds.size()); ++i)
+        out << " "
+            << fmt("%.2f",
+                   ratio_of(sustained_rate(r.otterd_rounds[i]), sustained_rate(r.echo_rounds[i])));
+      out << "\n";
+    }
     const double pe = peak_rate(r.echo_checks), po = peak_rate(r.otterd_checks);
     out << "  peak achieved rate: responder " << fmt("%.0f", pe) << "/s, otterd " << fmt("%.0f", po)
         << "/s, ratio " << fmt("%.2f", ratio_of(po, pe)) << "\n";
@@ -185,10 +206,17 @@ nlohmann::json to_json(const results& r, const bench_options& o) {
                    {"p99_ms", p.p99_ms},
                    {"max_ms", p.max_ms},
                    {"sustained", p.sustained},
+                   {"runs", p.runs},
+                   {"runs_sustained", p.runs_sustained},
                    {"server_cpu_s", p.server_cpu_s},
                    {"broker_cpu_s", p.broker_cpu_s},
                    {"db_cpu_s", p.db_cpu_s},
                    {"load_cpu_s", p.load_cpu_s}});
+    return a;
+  };
+  auto rounds = [&](const std::vector<std::vector<check_point>>& v) {
+    auto a = nlohmann::json::array();
+    for (const auto& sweep : v) a.push_back(checks(sweep));
     return a;
   };
   auto chunks = [](const std::vector<chunk_point>& v) {
@@ -226,6 +254,7 @@ nlohmann::json to_json(const results& r, const bench_options& o) {
       {"offer_bytes", r.offer_bytes},
       {"responder", checks(r.echo_checks)},
       {"otterd", checks(r.otterd_checks)},
+      {"rounds", {{"responder", rounds(r.echo_rounds)}, {"otterd", rounds(r.otterd_rounds)}}},
       {"sustained",
        {{"responder", sustained_rate(r.echo_checks)}, {"otterd", sustained_rate(r.otterd_checks)}}},
       {"target", kCheckTarget}};

@@ -21,7 +21,8 @@ inline constexpr double kHttpTarget = 0.8;   // of nginx
 struct results {
   std::string machine;
   std::string versions;  // of the broker, database and nginx, as far as known
-  std::vector<check_point> echo_checks, otterd_checks;
+  std::vector<check_point> echo_checks, otterd_checks;  // the rounds combined (rounds.hpp)
+  std::vector<std::vector<check_point>> echo_rounds, otterd_rounds;  // one sweep per round
   std::vector<chunk_point> broker_chunks, otterd_chunks;
   std::vector<http_point> nginx_http, otterd_http;
   std::vector<std::pair<std::string, std::string>> load;  // phase, load average when it began
