@@ -2,11 +2,12 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <climits>
 #include <stdexcept>
+
+#include "crypto/hmac_key.hpp"
 
 namespace otter::crypto {
 namespace {
@@ -96,17 +97,7 @@ digest sha256_stream::finish() {
 }
 
 digest hmac_sha256(std::span<const std::uint8_t> key, std::string_view data) {
-  digest out{};
-  unsigned int len = 0;
-  // HMAC() with a null key pointer fails even for an empty key; point at something valid.
-  static constexpr std::uint8_t kEmpty = 0;
-  const std::uint8_t* key_ptr = key.empty() ? &kEmpty : key.data();
-  const auto* d = reinterpret_cast<const unsigned char*>(data.data());
-  if (HMAC(EVP_sha256(), key_ptr, static_cast<int>(key.size()), d, data.size(), out.data(), &len) ==
-          nullptr ||
-      len != out.size())
-    throw std::runtime_error("HMAC-SHA256 failed");
-  return out;
+  return hmac_key(key).mac(data);
 }
 
 bool equal_ct(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept {

@@ -34,6 +34,7 @@ class sha256_stream {
   std::unique_ptr<impl> impl_;
 };
 
+// One message; for many under one key, crypto::hmac_key (hmac_key.hpp).
 digest hmac_sha256(std::span<const std::uint8_t> key, std::string_view data);
 // Constant-time comparison.
 bool equal_ct(std::span<const std::uint8_t> a, std::span<const std::uint8_t> b) noexcept;

@@ -81,10 +81,17 @@ const char* to_string(link_verdict v) noexcept {
   return "unknown";
 }
 
-link_signer::link_signer(std::vector<std::uint8_t> secret) : secret_(std::move(secret)) {
-  if (secret_.size() < kMinSecretBytes)
+namespace {
+
+const std::vector<std::uint8_t>& long_enough(const std::vector<std::uint8_t>& secret) {
+  if (secret.size() < link_signer::kMinSecretBytes)
     throw std::invalid_argument("link secret shorter than 32 bytes");
+  return secret;
 }
+
+}  // namespace
+
+link_signer::link_signer(std::vector<std::uint8_t> secret) : key_(long_enough(secret)) {}
 
 link_signer link_signer::load_or_create(const std::filesystem::path& file) {
   std::error_code ec;
@@ -96,7 +103,7 @@ std::string link_signer::token(std::string_view device, std::string_view sha256,
                                std::int64_t exp) const {
   std::string msg = "v1|";
   msg.append(device).append("|").append(sha256).append("|").append(std::to_string(exp));
-  return crypto::base64url_encode(crypto::hmac_sha256(secret_, msg));
+  return crypto::base64url_encode(key_.mac(msg));
 }
 
 std::string link_signer::make(std::string_view device, std::string_view sha256,
@@ -119,7 +126,7 @@ link_check link_signer::verify(std::string_view sha256, std::string_view device,
   if (!got || got->size() != 32) return r;
   std::string msg = "v1|";
   msg.append(device).append("|").append(sha256).append("|").append(exp);
-  const auto want = crypto::hmac_sha256(secret_, msg);
+  const auto want = key_.mac(msg);
   if (!crypto::equal_ct(want, *got)) {
     r.verdict = link_verdict::bad_token;
     return r;

@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "crypto/hmac_key.hpp"
+
 namespace otter::http {
 
 enum class link_verdict { ok, malformed, bad_token, expired };
@@ -40,7 +42,7 @@ class link_signer {
                     std::string_view token, std::int64_t now) const;
 
  private:
-  std::vector<std::uint8_t> secret_;
+  crypto::hmac_key key_;  // keyed once: a check's link costs no OpenSSL fetch
 };
 
 }  // namespace otter::http

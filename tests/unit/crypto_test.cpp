@@ -6,14 +6,17 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "crypto/ec_key.hpp"
 #include "crypto/hash.hpp"
+#include "crypto/hmac_key.hpp"
 #include "support/ecdsa_der.hpp"
 #include "support/files.hpp"
 
@@ -72,6 +75,33 @@ TEST(CryptoHash, HmacRfc4231Case2) {
 TEST(CryptoHash, HmacEmptyKeyAndData) {
   // Python: hmac.new(b"", b"", hashlib.sha256).hexdigest()
   EXPECT_EQ(to_hex(hmac_sha256({}, "")),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+}
+
+TEST(CryptoHash, HmacKeyGivesTheSameMacForEveryMessage) {
+  // RFC 4231 test case 2, twice through one key (each call copies the keyed context), then a
+  // second message, from several threads at once.
+  const hmac_key key(bytes_of("Jefe"));
+  EXPECT_EQ(to_hex(key.mac("what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  EXPECT_EQ(to_hex(key.mac("what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  EXPECT_EQ(key.mac("another message"), hmac_sha256(bytes_of("Jefe"), "another message"));
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int i = 0; i < 500; ++i)
+        if (to_hex(key.mac("what do ya want for nothing?")) !=
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+          ++wrong;
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST(CryptoHash, HmacKeyEmpty) {
+  EXPECT_EQ(to_hex(hmac_key({}).mac("")),
             "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
