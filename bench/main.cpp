@@ -281,13 +281,15 @@ int run(const bench_options& o) {
   res.versions = command_version({"/usr/sbin/mosquitto", "-h"}) + "; " +
                  command_version({"/usr/lib/postgresql/15/bin/postgres", "--version"}) + "; " +
                  command_version({nginx_binary().empty() ? "nginx" : nginx_binary(), "-v"});
+  for (const auto& [k, v] : o.otterd_env)
+    res.otterd_env += (res.otterd_env.empty() ? "" : " ") + k + "=" + v;
   const protocol::topics topics("ota/v1");
   int exit_code = 0;
   try {
     // ---- setup: otterd with an image, a release and an `all` rollout
     progress("setup", "work folder " + dir.string());
     progress("setup", "scratch database, signing key (otterd keygen), " + o.otterd);
-    otterd_runner otterd(*env, o.otterd, dir, o.http_port);
+    otterd_runner otterd(*env, o.otterd, dir, o.http_port, o.otterd_env);
     otterd.start();
     const std::uint64_t image_size = o.image_mib * 1024 * 1024;
     std::string image;

@@ -43,6 +43,8 @@ Options:
   --http-port P          otterd's HTTP port (default 18890)
   --nginx-port P         nginx's port (default 18891)
   --otterd PATH          the otterd to run (default: the one built with the bench)
+  --otterd-env K=V       an OTTER_* setting for otterd over the bench's own (repeatable),
+                         e.g. --otterd-env OTTER_EVENTS=none to measure without R/events
   --json                 print the results as JSON instead of the table
   --json-out FILE        also write the results as JSON to FILE
   --keep                 keep the work folder (logs, configs) and print its path
@@ -109,7 +111,7 @@ result<bench_options> parse_options(const std::vector<std::string>& args) {
         "--phases",    "--rates",         "--check-devices",  "--check-seconds", "--check-rounds",
         "--p99-bound", "--chunk-devices", "--chunk-mib",      "--http-clients",  "--http-seconds",
         "--image-mib", "--nginx-workers", "--nginx-sendfile", "--http-port",     "--nginx-port",
-        "--otterd",    "--json-out"};
+        "--otterd",    "--otterd-env",    "--json-out"};
     if (std::find(valued.begin(), valued.end(), a) == valued.end())
       return make_error(errc::bad_request, "unknown option " + a + " (see --help)");
     if (!has_value) {
@@ -191,6 +193,17 @@ result<bench_options> parse_options(const std::vector<std::string>& args) {
     } else if (a == "--otterd") {
       if (value.empty()) return make_error(errc::bad_request, "--otterd: needs a path");
       o.otterd = value;
+    } else if (a == "--otterd-env") {
+      const auto eq = value.find('=');
+      const auto key = value.substr(0, eq);
+      const bool key_ok = key.size() > 6 && key.starts_with("OTTER_") &&
+                          std::all_of(key.begin(), key.end(), [](char c) {
+                            return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+                          });
+      if (eq == std::string::npos || !key_ok)
+        return make_error(errc::bad_request,
+                          "--otterd-env: expected OTTER_NAME=value, e.g. OTTER_EVENTS=none");
+      o.otterd_env.emplace_back(key, value.substr(eq + 1));
     } else if (a == "--nginx-port") {
       auto n = num(1, 65535);
       if (!n) return n.error();

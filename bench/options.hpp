@@ -2,6 +2,7 @@
 // otter-bench's command line and the stack it runs against.
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "protocol/error.hpp"
@@ -35,9 +36,11 @@ struct bench_options {
   bool run_http = true;
   std::uint64_t image_mib = 16;      // the stack's broker takes uploads of 16 MiB at most
   std::string otterd = OTTERD_PATH;  // e.g. another build of otterd, to compare a change
-  bool json = false;                 // the results as JSON on stdout instead of the table
-  std::string json_out;              // also write them as JSON to this file
-  bool keep = false;                 // keep the work folder (logs, configs) for a look afterwards
+  // OTTER_* settings for otterd over the bench's own (--otterd-env), e.g. OTTER_EVENTS=none
+  std::vector<std::pair<std::string, std::string>> otterd_env;
+  bool json = false;     // the results as JSON on stdout instead of the table
+  std::string json_out;  // also write them as JSON to this file
+  bool keep = false;     // keep the work folder (logs, configs) for a look afterwards
   bool help = false;
 };
 

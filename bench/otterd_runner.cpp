@@ -7,13 +7,15 @@
 namespace otter::bench {
 
 otterd_runner::otterd_runner(const stack_env& env, std::string binary, std::filesystem::path dir,
-                             int http_port)
+                             int http_port,
+                             std::vector<std::pair<std::string, std::string>> extra_env)
     : stack_(env),
       binary_(std::move(binary)),
       dir_(std::move(dir)),
       data_dir_(dir_ / "otterd-data"),
       key_path_(dir_ / "signing.pem"),
-      http_port_(http_port) {
+      http_port_(http_port),
+      extra_env_(std::move(extra_env)) {
   db_ = std::make_unique<scratch_db>(stack_.db_url, "otter_bench");
   const auto kg = run_command({binary_, "keygen", "--out", key_path_.string()});
   if (kg.status != 0)
@@ -32,18 +34,21 @@ otterd_runner::~otterd_runner() {
 std::map<std::string, std::string> otterd_runner::env() const {
   // As the integration tests run it (tests/support/harness.cpp), plus HTTP download; the log
   // level is the default (info), as in production: its cost is part of otterd's.
-  return {{"OTTER_MQTT_URL", stack_.mqtt_url},
-          {"OTTER_MQTT_USER", stack_.service_user},
-          {"OTTER_MQTT_PASSWORD", stack_.service_password},
-          {"OTTER_MQTT_CLIENT_ID", "otterd-bench"},
-          {"OTTER_DB_URL", db_->url()},
-          {"OTTER_SIGNING_KEY", key_path_.string()},
-          {"OTTER_DATA_DIR", data_dir_.string()},
-          {"OTTER_OPERATORS", "admin1:admin"},
-          {"OTTER_INSTANCE", "bench"},
-          {"OTTER_HTTP_ADDR", "127.0.0.1:" + std::to_string(http_port_)},
-          {"OTTER_PUBLIC_URL", http_base()},
-          {"OTTER_LOG_LEVEL", "info"}};
+  std::map<std::string, std::string> e{
+      {"OTTER_MQTT_URL", stack_.mqtt_url},
+      {"OTTER_MQTT_USER", stack_.service_user},
+      {"OTTER_MQTT_PASSWORD", stack_.service_password},
+      {"OTTER_MQTT_CLIENT_ID", "otterd-bench"},
+      {"OTTER_DB_URL", db_->url()},
+      {"OTTER_SIGNING_KEY", key_path_.string()},
+      {"OTTER_DATA_DIR", data_dir_.string()},
+      {"OTTER_OPERATORS", "admin1:admin"},
+      {"OTTER_INSTANCE", "bench"},
+      {"OTTER_HTTP_ADDR", "127.0.0.1:" + std::to_string(http_port_)},
+      {"OTTER_PUBLIC_URL", http_base()},
+      {"OTTER_LOG_LEVEL", "info"}};
+  for (const auto& [k, v] : extra_env_) e[k] = v;
+  return e;
 }
 
 void otterd_runner::start() {

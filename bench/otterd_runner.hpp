@@ -9,6 +9,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "crypto/ec_key.hpp"
 #include "options.hpp"
@@ -24,7 +26,9 @@ using test::scratch_db;
 class otterd_runner {
  public:
   // Creates the database and the key (throws std::runtime_error saying what failed).
-  otterd_runner(const stack_env& env, std::string binary, std::filesystem::path dir, int http_port);
+  // `extra_env`: OTTER_* settings over the bench's own (--otterd-env).
+  otterd_runner(const stack_env& env, std::string binary, std::filesystem::path dir, int http_port,
+                std::vector<std::pair<std::string, std::string>> extra_env = {});
   ~otterd_runner();
 
   // Starts otterd and waits until it serves and is connected (throws with its log's tail).
@@ -48,6 +52,7 @@ class otterd_runner {
   std::filesystem::path data_dir_;
   std::filesystem::path key_path_;
   int http_port_;
+  std::vector<std::pair<std::string, std::string>> extra_env_;
   std::unique_ptr<scratch_db> db_;
   std::optional<crypto::ec_key> key_;
   std::unique_ptr<child_process> proc_;

@@ -68,6 +68,7 @@ double peak_rate(const std::vector<check_point>& points) {
 void print_report(std::ostream& out, const results& r, const bench_options& o) {
   out << "\notter-bench on " << r.machine << "\n";
   if (!r.versions.empty()) out << r.versions << "\n";
+  if (!r.otterd_env.empty()) out << "otterd run with " << r.otterd_env << "\n";
   for (const auto& [phase, load] : r.load)
     out << "load average at " << phase << ": " << load << "\n";
 
@@ -192,6 +193,7 @@ nlohmann::json to_json(const results& r, const bench_options& o) {
   nlohmann::json j;
   j["machine"] = r.machine;
   j["versions"] = r.versions;
+  j["otterd_env"] = r.otterd_env;
   j["load"] = nlohmann::json::object();
   for (const auto& [phase, load] : r.load) j["load"][phase] = load;
   auto checks = [](const std::vector<check_point>& v) {

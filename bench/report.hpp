@@ -20,7 +20,8 @@ inline constexpr double kHttpTarget = 0.8;   // of nginx
 
 struct results {
   std::string machine;
-  std::string versions;  // of the broker, database and nginx, as far as known
+  std::string versions;    // of the broker, database and nginx, as far as known
+  std::string otterd_env;  // --otterd-env settings, "K=V K=V"; empty: the defaults
   std::vector<check_point> echo_checks, otterd_checks;  // the rounds combined (rounds.hpp)
   std::vector<std::vector<check_point>> echo_rounds, otterd_rounds;  // one sweep per round
   std::vector<chunk_point> broker_chunks, otterd_chunks;
