@@ -376,6 +376,44 @@ TEST_F(StoreTest, WriterWritesEveryKindAndIdsFollowSubmitOrder) {
   EXPECT_EQ(w.stop(5s), 0u);
 }
 
+// Events go in by COPY, whose text format gives tab, newline and backslash a meaning: each must
+// arrive as it was sent, and a missing device, actor, rollout or instance as NULL.
+TEST_F(StoreTest, WriterStoresEventTextExactlyAndAbsentValuesAsNull) {
+  migrate_db();
+  store::writer w(url(), 1000, nullptr);
+  w.start();
+  const std::string tricky = "tab\there\nnew line\\back\\slash \\N \"q\" \u00e9\r end";
+  store::record_set s;
+  auto e = event("command", 1, "dev.1_x-2", 42);
+  e.actor = "op\tone\\two";
+  e.data = {{"s", tricky}, {"nested", {{"k", "\\."}}}};
+  s.events.push_back(std::move(e));
+  auto bare = event("upload", 2);
+  bare.instance.clear();
+  bare.data = nlohmann::json::array();  // not an object: stored as {} (as R/events shows it)
+  s.events.push_back(std::move(bare));
+  ASSERT_TRUE(w.submit(std::move(s)));
+  ASSERT_TRUE(w.flush(10s));
+  EXPECT_EQ(w.stats().dropped, 0u);
+
+  const auto rows = query(url(),
+                          "SELECT data->>'s', data->'nested'->>'k', actor, device, rollout, "
+                          "instance, data::text FROM events ORDER BY id");
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0][0].as<std::string>(), tricky);
+  EXPECT_EQ(rows[0][1].as<std::string>(), "\\.");
+  EXPECT_EQ(rows[0][2].as<std::string>(), "op\tone\\two");
+  EXPECT_EQ(rows[0][3].as<std::string>(), "dev.1_x-2");
+  EXPECT_EQ(rows[0][4].as<std::int64_t>(), 42);
+  EXPECT_EQ(rows[0][5].as<std::string>(), "test");
+  EXPECT_TRUE(rows[1][2].is_null());
+  EXPECT_TRUE(rows[1][3].is_null());
+  EXPECT_TRUE(rows[1][4].is_null());
+  EXPECT_TRUE(rows[1][5].is_null());
+  EXPECT_EQ(rows[1][6].as<std::string>(), "{}");
+  EXPECT_EQ(w.stop(5s), 0u);
+}
+
 TEST_F(StoreTest, WriterDeviceUpsertKeepsEarliestFirstSeenAndLatestValues) {
   migrate_db();
   store::writer w(url(), 1000);
