@@ -35,6 +35,9 @@ nlohmann::json event_record::to_json() const {
   return j;
 }
 
+namespace {
+
+// A JSON string (quoted, escaped; invalid UTF-8 replaced, never thrown).
 void append_json_string(std::string& out, std::string_view s) {
   out += nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -45,6 +48,8 @@ void append_json_string_or_null(std::string& out, const std::optional<std::strin
   else
     out += "null";
 }
+
+}  // namespace
 
 std::string event_record::to_json_text() const {
   // Keys in to_json()'s order (nlohmann::json sorts them), so both give the same bytes.

@@ -33,10 +33,6 @@ struct event_record {
   std::string to_json_text() const;
 };
 
-// Appends `s` as a JSON string (quoted, escaped; invalid UTF-8 replaced, never thrown).
-void append_json_string(std::string& out, std::string_view s);
-void append_json_string_or_null(std::string& out, const std::optional<std::string>& s);
-
 // Upsert: first_seen keeps the earliest, last_seen/model/version take the latest; attrs are
 // replaced only when has_attrs.
 struct device_record {
