@@ -4,7 +4,10 @@
 #
 #   OTTER_BUILD_DIR    build folder (default build-ci, relative to the checkout)
 #   OTTER_TEST_TIMEOUT per-test timeout in seconds (default 300)
-#   OTTER_STACK_DIR, OTTER_STACK_MQTT_PORT, OTTER_STACK_PG_PORT: see scripts/stack.sh
+#   OTTER_STACK_DIR    the stack's folder (default <checkout>/.stack-test, ports 18840 and
+#                      15442: not the demo's .stack, whose otterd would answer the test
+#                      devices' checks too); OTTER_STACK_MQTT_PORT, OTTER_STACK_PG_PORT: see
+#                      scripts/stack.sh
 #   extra arguments are passed to ctest (e.g. scripts/test.sh -L unit, -R Semver)
 #
 # A stack this script starts is stopped when it exits; one that was already running is
@@ -16,6 +19,13 @@ cd "$ROOT"
 BUILD_DIR=${OTTER_BUILD_DIR:-build-ci}
 TIMEOUT=${OTTER_TEST_TIMEOUT:-300}
 JOBS=$(nproc)
+# A stack of the tests' own: every test device shares the topic root with the demo's, so an
+# otterd left running by scripts/demo.sh on .stack would answer their checks as well.
+if [[ -z "${OTTER_STACK_DIR:-}" ]]; then
+  export OTTER_STACK_DIR="$ROOT/.stack-test"
+  export OTTER_STACK_MQTT_PORT=${OTTER_STACK_MQTT_PORT:-18840}
+  export OTTER_STACK_PG_PORT=${OTTER_STACK_PG_PORT:-15442}
+fi
 
 echo "== setup"
 bash scripts/setup.sh
