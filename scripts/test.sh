@@ -8,7 +8,7 @@
 #                      15442: not the demo's .stack, whose otterd would answer the test
 #                      devices' checks too); OTTER_STACK_MQTT_PORT, OTTER_STACK_PG_PORT: see
 #                      scripts/stack.sh
-#   extra arguments are passed to ctest (e.g. scripts/test.sh -L unit, -R Semver)
+#   extra arguments are passed to ctest (e.g. scripts/test.sh -L unit, -R semver)
 #
 # A stack this script starts is stopped when it exits; one that was already running is
 # left running. Exit status: the build's on a build failure, else ctest's.

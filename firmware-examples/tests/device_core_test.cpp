@@ -15,7 +15,7 @@ using nlohmann::ordered_json;
 
 const std::string kSha = crypto::sha256_hex("image");
 
-TEST(DeviceCoreErrors, every_code_has_a_distinct_stable_name) {
+TEST(device_core_errors, every_code_has_a_distinct_stable_name) {
   std::set<std::string> names;
   for (int e = OTTER_OUT_OF_ORDER; e >= OTTER_E_TOPIC; --e) {
     const std::string name = otter_err_name(e);
@@ -28,7 +28,7 @@ TEST(DeviceCoreErrors, every_code_has_a_distinct_stable_name) {
   EXPECT_STREQ(otter_err_name(12345), "unknown");
 }
 
-TEST(DeviceCoreKeys, pem_key_and_kid_match_the_shared_vector) {
+TEST(device_core_keys, pem_key_and_kid_match_the_shared_vector) {
   const auto v = shared_vector("manifest.json");
   const std::string pem = v["public_key"];
   otter_pubkey pub{};
@@ -40,7 +40,7 @@ TEST(DeviceCoreKeys, pem_key_and_kid_match_the_shared_vector) {
   EXPECT_EQ(std::string(pubkey_of(k).kid), k.kid());
 }
 
-TEST(DeviceCoreKeys, malformed_pem_is_refused) {
+TEST(device_core_keys, malformed_pem_is_refused) {
   const auto v = shared_vector("manifest.json");
   const std::string pem = v["public_key"];
   otter_pubkey pub{};
@@ -99,7 +99,7 @@ struct vector_device {
   }
 };
 
-TEST(DeviceCoreManifest, shared_vector_verifies_and_its_claims_are_read) {
+TEST(device_core_manifest, shared_vector_verifies_and_its_claims_are_read) {
   vector_device d;
   otter_manifest m{};
   ASSERT_EQ(d.handle(d.v["jws"], 1795000001, &m), OTTER_OK);
@@ -122,24 +122,24 @@ TEST(DeviceCoreManifest, shared_vector_verifies_and_its_claims_are_read) {
   EXPECT_TRUE(otter_download_need_request(&d.dev));
 }
 
-TEST(DeviceCoreManifest, shared_vector_without_a_clock_is_accepted) {
+TEST(device_core_manifest, shared_vector_without_a_clock_is_accepted) {
   vector_device d;
   EXPECT_EQ(d.handle(d.v["jws"], 0), OTTER_OK);
 }
 
-TEST(DeviceCoreManifest, shared_vector_expired) {
+TEST(device_core_manifest, shared_vector_expired) {
   vector_device d;
   EXPECT_EQ(d.handle(d.v["jws"], 1795003600), OTTER_E_EXPIRED);
   vector_device d2;
   EXPECT_EQ(d2.handle(d2.v["jws"], 1895000000), OTTER_E_EXPIRED);
 }
 
-TEST(DeviceCoreManifest, shared_vector_tampered_signature_is_refused) {
+TEST(device_core_manifest, shared_vector_tampered_signature_is_refused) {
   vector_device d;
   EXPECT_EQ(d.handle(d.v["tampered"], 1795000001), OTTER_E_SIGNATURE);
 }
 
-TEST(DeviceCoreManifest, shared_vector_for_another_device_or_nonce_is_refused) {
+TEST(device_core_manifest, shared_vector_for_another_device_or_nonce_is_refused) {
   {
     vector_device d;
     d.cfg.device_id = "esp32-other";
@@ -162,7 +162,7 @@ TEST(DeviceCoreManifest, shared_vector_for_another_device_or_nonce_is_refused) {
   }
 }
 
-TEST(DeviceCoreManifest, signed_update_is_accepted) {
+TEST(device_core_manifest, signed_update_is_accepted) {
   device_fixture f;
   auto [req, nonce] = f.check();
   otter_manifest m{};
@@ -172,7 +172,7 @@ TEST(DeviceCoreManifest, signed_update_is_accepted) {
   EXPECT_EQ(f.dev.have_manifest, 1);
 }
 
-TEST(DeviceCoreManifest, signature_by_another_key_is_refused) {
+TEST(device_core_manifest, signature_by_another_key_is_refused) {
   device_fixture f;
   auto [req, nonce] = f.check();
   auto other = crypto::ec_key::generate();
@@ -181,7 +181,7 @@ TEST(DeviceCoreManifest, signature_by_another_key_is_refused) {
   EXPECT_EQ(f.handle(f.offer(req, true, jws)), OTTER_E_SIGNATURE);
 }
 
-TEST(DeviceCoreManifest, claims_changed_after_signing_are_refused) {
+TEST(device_core_manifest, claims_changed_after_signing_are_refused) {
   device_fixture f;
   auto [req, nonce] = f.check();
   auto jws = sign_jws(f.key, default_header(f.key), f.update_claims(nonce, kSha, 5));
@@ -192,7 +192,7 @@ TEST(DeviceCoreManifest, claims_changed_after_signing_are_refused) {
   EXPECT_EQ(f.handle(f.offer(req, true, jws)), OTTER_E_SIGNATURE);
 }
 
-TEST(DeviceCoreManifest, header_checks) {
+TEST(device_core_manifest, header_checks) {
   struct header_case {
     const char* name;
     ordered_json header;
@@ -218,7 +218,7 @@ TEST(DeviceCoreManifest, header_checks) {
   }
 }
 
-TEST(DeviceCoreManifest, key_rotation_picks_the_key_by_kid) {
+TEST(device_core_manifest, key_rotation_picks_the_key_by_kid) {
   device_fixture f;
   auto k2 = crypto::ec_key::generate();
   const otter_pubkey keys[2] = {f.pub, pubkey_of(k2)};
@@ -236,7 +236,7 @@ TEST(DeviceCoreManifest, key_rotation_picks_the_key_by_kid) {
             OTTER_OK);
 }
 
-TEST(DeviceCoreManifest, wrong_nonce_sub_model_and_expiry) {
+TEST(device_core_manifest, wrong_nonce_sub_model_and_expiry) {
   device_fixture f;
   struct claim_case {
     const char* name;
@@ -285,7 +285,7 @@ TEST(DeviceCoreManifest, wrong_nonce_sub_model_and_expiry) {
   }
 }
 
-TEST(DeviceCoreManifest, duplicate_claims_are_refused) {
+TEST(device_core_manifest, duplicate_claims_are_refused) {
   device_fixture f;
   auto [req, nonce] = f.check();
   auto claims = f.update_claims(nonce, kSha, 5);
@@ -298,7 +298,7 @@ TEST(DeviceCoreManifest, duplicate_claims_are_refused) {
   EXPECT_EQ(f.handle(f.offer(req, true, jws)), OTTER_E_JSON);
 }
 
-TEST(DeviceCoreManifest, downgrade_needs_downgrade_true) {
+TEST(device_core_manifest, downgrade_needs_downgrade_true) {
   device_fixture f("esp32-a1b2c3", "1.2.0");
   {
     auto [req, nonce] = f.check();
@@ -343,7 +343,7 @@ TEST(DeviceCoreManifest, downgrade_needs_downgrade_true) {
   }
 }
 
-TEST(DeviceCoreManifest, up_to_date_manifest_with_retry) {
+TEST(device_core_manifest, up_to_date_manifest_with_retry) {
   device_fixture f;
   auto [req, nonce] = f.check();
   ordered_json claims = {{"sub", "esp32-a1b2c3"}, {"nonce", nonce},  {"iat", 1795000000},
@@ -373,7 +373,7 @@ TEST(DeviceCoreManifest, up_to_date_manifest_with_retry) {
   EXPECT_EQ(m.retry_s, -1);
 }
 
-TEST(DeviceCoreManifest, answers_to_other_checks_and_replays_are_ignored) {
+TEST(device_core_manifest, answers_to_other_checks_and_replays_are_ignored) {
   device_fixture f;
   auto [req, nonce] = f.check();
   const auto offer =
@@ -389,7 +389,7 @@ TEST(DeviceCoreManifest, answers_to_other_checks_and_replays_are_ignored) {
   EXPECT_EQ(f.handle(replay.dump()), OTTER_E_NONCE);
 }
 
-TEST(DeviceCoreManifest, oversized_offer_and_small_scratch) {
+TEST(device_core_manifest, oversized_offer_and_small_scratch) {
   device_fixture f;
   auto [req, nonce] = f.check();
   auto claims = f.update_claims(nonce, kSha, 5);
@@ -411,7 +411,7 @@ TEST(DeviceCoreManifest, oversized_offer_and_small_scratch) {
             OTTER_OK);
 }
 
-TEST(DeviceCoreManifest, malformed_offers_are_errors) {
+TEST(device_core_manifest, malformed_offers_are_errors) {
   device_fixture f;
   auto [req, nonce] = f.check();
   const auto good = sign_jws(f.key, default_header(f.key), f.update_claims(nonce, kSha, 5));
@@ -444,7 +444,7 @@ TEST(DeviceCoreManifest, malformed_offers_are_errors) {
   }
 }
 
-TEST(DeviceCoreManifest, truncated_and_mutated_offers_never_crash) {
+TEST(device_core_manifest, truncated_and_mutated_offers_never_crash) {
   device_fixture f;
   auto [req, nonce] = f.check();
   const auto good =
@@ -473,7 +473,7 @@ TEST(DeviceCoreManifest, truncated_and_mutated_offers_never_crash) {
   EXPECT_LT(accepted, 300);
 }
 
-TEST(DeviceCoreMessages, check_message_round_trips) {
+TEST(device_core_messages, check_message_round_trips) {
   device_fixture f;
   const otter_attr attrs[] = {
       {"site", "warehouse-3"}, {"quote\"back\\slash", "tab\tnl\nctl\x01 é ✓"}, {"empty", ""}};
@@ -502,7 +502,7 @@ TEST(DeviceCoreMessages, check_message_round_trips) {
   EXPECT_EQ(j2["req"], "c-2");
 }
 
-TEST(DeviceCoreMessages, builders_report_a_small_buffer) {
+TEST(device_core_messages, builders_report_a_small_buffer) {
   device_fixture f;
   char buf[512];
   std::size_t full = 0;
@@ -526,7 +526,7 @@ TEST(DeviceCoreMessages, builders_report_a_small_buffer) {
   EXPECT_EQ(f.dev.check_pending, 0);
 }
 
-TEST(DeviceCoreMessages, status_messages_round_trip) {
+TEST(device_core_messages, status_messages_round_trip) {
   device_fixture f;
   char buf[1024];
   std::size_t n = 0;
@@ -576,7 +576,7 @@ TEST(DeviceCoreMessages, status_messages_round_trip) {
   EXPECT_FALSE(j.contains("error"));
 }
 
-TEST(DeviceCoreMessages, status_defaults_to_the_accepted_manifest) {
+TEST(device_core_messages, status_defaults_to_the_accepted_manifest) {
   device_fixture f;
   auto [req, nonce] = f.check();
   ASSERT_EQ(
@@ -595,7 +595,7 @@ TEST(DeviceCoreMessages, status_defaults_to_the_accepted_manifest) {
   EXPECT_FALSE(json::parse(std::string(buf, n)).contains("rollout"));
 }
 
-TEST(DeviceCoreMessages, long_errors_are_cut_on_a_character_boundary) {
+TEST(device_core_messages, long_errors_are_cut_on_a_character_boundary) {
   device_fixture f;
   std::string err;
   while (err.size() < 300) err += "é";  // two bytes each
@@ -611,7 +611,7 @@ TEST(DeviceCoreMessages, long_errors_are_cut_on_a_character_boundary) {
   EXPECT_EQ(err.rfind(got, 0), 0u);
 }
 
-TEST(DeviceCoreMessages, init_validates_the_configuration) {
+TEST(device_core_messages, init_validates_the_configuration) {
   device_fixture f;
   otter_device d{};
   auto cfg = f.cfg;
@@ -641,7 +641,7 @@ TEST(DeviceCoreMessages, init_validates_the_configuration) {
   EXPECT_EQ(otter_init(&d, &cfg), OTTER_E_ARG);
 }
 
-TEST(DeviceCoreMessages, topics_and_classification) {
+TEST(device_core_messages, topics_and_classification) {
   device_fixture f;
   char buf[256];
   ASSERT_EQ(otter_topic(&f.dev, OTTER_TOPIC_CHECK, buf, sizeof buf), OTTER_OK);
@@ -691,7 +691,7 @@ TEST(DeviceCoreMessages, topics_and_classification) {
             OTTER_E_TOPIC);
 }
 
-TEST(DeviceCoreMessages, error_messages_are_read) {
+TEST(device_core_messages, error_messages_are_read) {
   char req[16], code[16], msg[8];
   const std::string e = R"({"req":"k-9","code":"range","message":"offset past the end"})";
   ASSERT_EQ(
@@ -708,7 +708,7 @@ TEST(DeviceCoreMessages, error_messages_are_read) {
             OTTER_E_JSON);
 }
 
-TEST(DeviceCoreSemver, shared_vectors) {
+TEST(device_core_semver, shared_vectors) {
   const auto v = shared_vector("semver.json");
   const auto& asc = v["ascending"];
   for (std::size_t i = 0; i < asc.size(); ++i) {
@@ -735,7 +735,7 @@ TEST(DeviceCoreSemver, shared_vectors) {
   }
 }
 
-TEST(DeviceCoreSemver, more_precedence_rules) {
+TEST(device_core_semver, more_precedence_rules) {
   auto cmp = [](const char* a, const char* b) {
     int order = 99;
     EXPECT_EQ(otter_semver_compare(a, b, &order), OTTER_OK) << a << " " << b;
@@ -756,7 +756,7 @@ TEST(DeviceCoreSemver, more_precedence_rules) {
   EXPECT_EQ(otter_semver_valid("1.0.0\0", 6), OTTER_E_SEMVER);
 }
 
-TEST(DeviceCoreBase64url, decodes_and_refuses) {
+TEST(device_core_base64url, decodes_and_refuses) {
   std::uint8_t out[8];
   std::size_t n = 0;
   ASSERT_EQ(otter_base64url_decode("aGk", 3, out, sizeof out, &n), OTTER_OK);

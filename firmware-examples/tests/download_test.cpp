@@ -77,7 +77,7 @@ struct download_fixture : device_fixture {
   }
 };
 
-TEST(DeviceCoreDownload, windows_respect_manifest_and_device_limits) {
+TEST(device_core_download, windows_respect_manifest_and_device_limits) {
   download_fixture f(10'000, 1000, 4);  // the device's limits are below the manifest's
   ASSERT_EQ(f.accept(f.image), OTTER_OK);
   std::vector<json> reqs;
@@ -106,7 +106,7 @@ TEST(DeviceCoreDownload, windows_respect_manifest_and_device_limits) {
   EXPECT_EQ(f.flash, f.image);
 }
 
-TEST(DeviceCoreDownload, manifest_limits_below_the_device_limits) {
+TEST(device_core_download, manifest_limits_below_the_device_limits) {
   download_fixture f(5000, 4096, 16);
   f.max = 512;
   f.window = 3;
@@ -116,7 +116,7 @@ TEST(DeviceCoreDownload, manifest_limits_below_the_device_limits) {
   EXPECT_EQ(r["count"], 3);
 }
 
-TEST(DeviceCoreDownload, gaps_duplicates_and_reordering) {
+TEST(device_core_download, gaps_duplicates_and_reordering) {
   download_fixture f(100'000, 1024, 8);
   ASSERT_EQ(f.accept(f.image), OTTER_OK);
   std::mt19937 rng(1);
@@ -150,7 +150,7 @@ TEST(DeviceCoreDownload, gaps_duplicates_and_reordering) {
   EXPECT_EQ(f.flash, f.image);
 }
 
-TEST(DeviceCoreDownload, a_lost_chunk_is_asked_for_again_once_the_window_is_over) {
+TEST(device_core_download, a_lost_chunk_is_asked_for_again_once_the_window_is_over) {
   download_fixture f(8192, 1024, 4);
   ASSERT_EQ(f.accept(f.image), OTTER_OK);
   auto chunks = serve(f.image, f.request(), f.max, f.window);
@@ -167,7 +167,7 @@ TEST(DeviceCoreDownload, a_lost_chunk_is_asked_for_again_once_the_window_is_over
   EXPECT_EQ(f.receive(chunks[0]), OTTER_DUPLICATE);
 }
 
-TEST(DeviceCoreDownload, bytes_beyond_size_and_bad_lengths_are_refused) {
+TEST(device_core_download, bytes_beyond_size_and_bad_lengths_are_refused) {
   download_fixture f(5000, 1024, 4);
   ASSERT_EQ(f.accept(f.image), OTTER_OK);
   f.request();
@@ -191,7 +191,7 @@ TEST(DeviceCoreDownload, bytes_beyond_size_and_bad_lengths_are_refused) {
             OTTER_E_BEYOND_SIZE);
 }
 
-TEST(DeviceCoreDownload, nothing_without_an_accepted_update) {
+TEST(device_core_download, nothing_without_an_accepted_update) {
   download_fixture f(5000);
   char buf[256];
   const std::uint8_t b = 0;
@@ -201,7 +201,7 @@ TEST(DeviceCoreDownload, nothing_without_an_accepted_update) {
   EXPECT_FALSE(otter_download_need_request(&f.dev));
 }
 
-TEST(DeviceCoreDownload, resume_after_a_disconnect_keeps_the_offset) {
+TEST(device_core_download, resume_after_a_disconnect_keeps_the_offset) {
   download_fixture f(20'000, 1024, 4);
   ASSERT_EQ(f.accept(f.image), OTTER_OK);
   for (auto& c : serve(f.image, f.request(), f.max, f.window)) ASSERT_EQ(f.receive(c), OTTER_OK);
@@ -229,7 +229,7 @@ TEST(DeviceCoreDownload, resume_after_a_disconnect_keeps_the_offset) {
   EXPECT_EQ(f.flash, f.image);
 }
 
-TEST(DeviceCoreDownload, up_to_date_ends_a_download_in_progress) {
+TEST(device_core_download, up_to_date_ends_a_download_in_progress) {
   download_fixture f(20'000, 1024, 4);
   ASSERT_EQ(f.accept(f.image), OTTER_OK);
   for (auto& c : serve(f.image, f.request(), f.max, f.window)) ASSERT_EQ(f.receive(c), OTTER_OK);
@@ -244,7 +244,7 @@ TEST(DeviceCoreDownload, up_to_date_ends_a_download_in_progress) {
   EXPECT_EQ(otter_chunk_receive(&f.dev, 4096, &b, 1), OTTER_E_STATE);
 }
 
-TEST(DeviceCoreDownload, another_image_starts_again) {
+TEST(device_core_download, another_image_starts_again) {
   download_fixture f(20'000, 1024, 4);
   ASSERT_EQ(f.accept(f.image), OTTER_OK);
   for (auto& c : serve(f.image, f.request(), f.max, f.window)) ASSERT_EQ(f.receive(c), OTTER_OK);
@@ -253,7 +253,7 @@ TEST(DeviceCoreDownload, another_image_starts_again) {
   EXPECT_EQ(otter_download_offset(&f.dev), 0u);
 }
 
-TEST(DeviceCoreDownload, resume_after_a_restart_from_flash) {
+TEST(device_core_download, resume_after_a_restart_from_flash) {
   download_fixture f(30'000, 1024, 8);
   ASSERT_EQ(f.accept(f.image), OTTER_OK);
   // The bytes already in flash, fed back in pieces.
@@ -281,7 +281,7 @@ void fetch_all(download_fixture& f) {
     for (auto& c : serve(f.image, f.request(), f.max, f.window)) ASSERT_EQ(f.receive(c), OTTER_OK);
 }
 
-TEST(DeviceCoreDownload, wrong_sha256_and_incomplete_images_fail) {
+TEST(device_core_download, wrong_sha256_and_incomplete_images_fail) {
   download_fixture f(3000, 1024, 4);
   auto [req, nonce] = f.check();
   const auto other_sha = crypto::sha256_hex("something else");
@@ -297,7 +297,7 @@ TEST(DeviceCoreDownload, wrong_sha256_and_incomplete_images_fail) {
   EXPECT_EQ(otter_download_finish(&g.dev), OTTER_E_INCOMPLETE);
 }
 
-TEST(DeviceCoreDownload, image_signature_with_a_pinned_release_key) {
+TEST(device_core_download, image_signature_with_a_pinned_release_key) {
   auto release = crypto::ec_key::generate();
   const auto release_pub = pubkey_of(release);
   const std::string image = random_image(9000, 5);
@@ -333,7 +333,7 @@ TEST(DeviceCoreDownload, image_signature_with_a_pinned_release_key) {
   }
 }
 
-TEST(DeviceCoreDownload, incremental_sha256_matches_one_shot) {
+TEST(device_core_download, incremental_sha256_matches_one_shot) {
   const auto data = random_image(100'003, 3);
   std::mt19937 rng(3);
   otter_sha256_ctx ctx;
@@ -353,7 +353,7 @@ TEST(DeviceCoreDownload, incremental_sha256_matches_one_shot) {
   EXPECT_EQ(crypto::to_hex(std::span<const std::uint8_t>(empty, 32)), crypto::sha256_hex(""));
 }
 
-TEST(DeviceCoreDownload, p256_verify_refuses_junk) {
+TEST(device_core_download, p256_verify_refuses_junk) {
   auto k = crypto::ec_key::generate();
   const auto pub = pubkey_of(k);
   const auto d = crypto::sha256("x");

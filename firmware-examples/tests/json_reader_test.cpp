@@ -22,7 +22,7 @@ otter_err parse(const std::string& s, otter_json* v = nullptr) {
   return rc;
 }
 
-TEST(DeviceCoreJson, accepts_what_nlohmann_accepts) {
+TEST(device_core_json, accepts_what_nlohmann_accepts) {
   const std::vector<std::string> good = {
       "{}",
       "[]",
@@ -43,7 +43,7 @@ TEST(DeviceCoreJson, accepts_what_nlohmann_accepts) {
   }
 }
 
-TEST(DeviceCoreJson, refuses_malformed_documents) {
+TEST(device_core_json, refuses_malformed_documents) {
   const std::vector<std::string> bad = {"",
                                         " ",
                                         "{",
@@ -87,14 +87,14 @@ TEST(DeviceCoreJson, refuses_malformed_documents) {
   for (const auto& s : bad) EXPECT_EQ(parse(s), OTTER_E_JSON) << s;
 }
 
-TEST(DeviceCoreJson, deep_nesting_is_bounded) {
+TEST(device_core_json, deep_nesting_is_bounded) {
   const std::string deep = std::string(100000, '[') + std::string(100000, ']');
   EXPECT_EQ(parse(deep), OTTER_E_JSON);
   const std::string open = std::string(100000, '{');
   EXPECT_EQ(parse(open), OTTER_E_JSON);
 }
 
-TEST(DeviceCoreJson, members_strings_and_numbers) {
+TEST(device_core_json, members_strings_and_numbers) {
   const std::string doc =
       R"({"s":"a\"b\\c\/d\u00e9\ud83d\ude00","n":18446744073709551615,"big":18446744073709551616,)"
       R"("neg":-9223372036854775808,"f":1.5,"e":1e3,"t":true,"nul":"x\u0000y","o":{"s":"in"},)"
@@ -148,7 +148,7 @@ TEST(DeviceCoreJson, members_strings_and_numbers) {
   EXPECT_EQ(otter_json_member(m, "x", &inner), OTTER_E_FIELD);  // not an object
 }
 
-TEST(DeviceCoreJson, duplicate_keys_are_refused) {
+TEST(device_core_json, duplicate_keys_are_refused) {
   const std::string doc = R"({"a":1,"b":2,"\u0061":3})";
   otter_json v, m;
   ASSERT_EQ(otter_json_parse(doc.data(), doc.size(), &v), OTTER_OK);
@@ -156,7 +156,7 @@ TEST(DeviceCoreJson, duplicate_keys_are_refused) {
   EXPECT_EQ(otter_json_member(v, "b", &m), OTTER_OK);
 }
 
-TEST(DeviceCoreJson, random_bytes_never_crash) {
+TEST(device_core_json, random_bytes_never_crash) {
   std::uint64_t state = 7;
   auto next = [&] {
     state = state * 6364136223846793005ULL + 1442695040888963407ULL;

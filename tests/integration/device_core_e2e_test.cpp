@@ -16,7 +16,7 @@ using json = nlohmann::json;
 
 const std::string kModel = "esp32-devkitc";
 
-class DeviceCoreE2E : public otter_fixture {
+class device_core_e2e : public otter_fixture {
  protected:
   // Runs the host device; `extra` are more flags.
   run_result run_device(const std::string& id, const std::vector<std::string>& extra = {}) {
@@ -52,7 +52,7 @@ class DeviceCoreE2E : public otter_fixture {
   }
 };
 
-TEST_F(DeviceCoreE2E, updates_with_small_chunks_reports_success_and_is_then_up_to_date) {
+TEST_F(device_core_e2e, updates_with_small_chunks_reports_success_and_is_then_up_to_date) {
   const auto image = random_image(300'000, 11);
   add_release(kModel, "1.1.0", image);
   const auto rollout = create_rollout(kModel, "1.1.0", {{"type", "all"}});
@@ -82,7 +82,7 @@ TEST_F(DeviceCoreE2E, updates_with_small_chunks_reports_success_and_is_then_up_t
   EXPECT_EQ(again.output.find("offered"), std::string::npos) << again.output;
 }
 
-TEST_F(DeviceCoreE2E, an_interrupted_download_resumes_from_the_slot) {
+TEST_F(device_core_e2e, an_interrupted_download_resumes_from_the_slot) {
   const auto image = random_image(300'000, 12);
   add_release(kModel, "1.1.0", image);
   create_rollout(kModel, "1.1.0", {{"type", "all"}});
@@ -104,7 +104,7 @@ TEST_F(DeviceCoreE2E, an_interrupted_download_resumes_from_the_slot) {
   EXPECT_EQ(st.back()["version"], "1.1.0");
 }
 
-TEST_F(DeviceCoreE2E, a_pinned_release_key_checks_image_sig) {
+TEST_F(device_core_e2e, a_pinned_release_key_checks_image_sig) {
   const auto image = random_image(50'000, 13);
   auto release = crypto::ec_key::generate();
   const auto digest = crypto::sha256(image);
@@ -129,7 +129,7 @@ TEST_F(DeviceCoreE2E, a_pinned_release_key_checks_image_sig) {
   EXPECT_EQ(statuses("fw-e2e-4").back()["state"], "success");
 }
 
-TEST_F(DeviceCoreE2E, a_manifest_signed_by_another_key_is_rejected) {
+TEST_F(device_core_e2e, a_manifest_signed_by_another_key_is_rejected) {
   add_release(kModel, "1.1.0", random_image(10'000, 14));
   create_rollout(kModel, "1.1.0", {{"type", "all"}});
   const auto other = scratch_file("other.pub", crypto::ec_key::generate().public_pem());

@@ -190,7 +190,7 @@ std::vector<double> measure_round_trips(const test::broker_process& broker, bool
   return rtts;
 }
 
-TEST(MqttClient, QoS1RoundTripIsFastBecauseSocketsGetNodelay) {
+TEST(mqtt_client, qos1_round_trip_is_fast_because_sockets_get_nodelay) {
   test::broker_process broker;  // with set_tcp_nodelay, as a deployment should run it
   socket_census fixed{};
   const auto with_fix = measure_round_trips(broker, true, 50, &fixed);
@@ -214,7 +214,7 @@ TEST(MqttClient, QoS1RoundTripIsFastBecauseSocketsGetNodelay) {
   EXPECT_LT(fast, 20.0);
 }
 
-TEST(MqttClient, ManyClientsInOneProcessAllGetNodelayCheaply) {
+TEST(mqtt_client, many_clients_in_one_process_all_get_nodelay_cheaply) {
   test::broker_process broker;
   constexpr int kClients = 200;
   std::vector<std::unique_ptr<client>> clients;
@@ -246,7 +246,7 @@ TEST(MqttClient, ManyClientsInOneProcessAllGetNodelayCheaply) {
   EXPECT_LT(probes, scans * (kClients / 4));
 }
 
-TEST(MqttClient, PublishesThousandsInATightLoopWithoutThrowing) {
+TEST(mqtt_client, publishes_thousands_in_a_tight_loop_without_throwing) {
   // Mosquitto drops QoS 1 messages beyond 1000 queued for a slow subscriber by default.
   test::broker_process broker({.extra_config = "max_queued_messages 0\n"});
   client subscriber(options_for(broker, "bulk-sub"));
@@ -274,7 +274,7 @@ TEST(MqttClient, PublishesThousandsInATightLoopWithoutThrowing) {
   EXPECT_EQ(distinct.size(), static_cast<std::size_t>(kMessages));
 }
 
-TEST(MqttClient, Mqtt5PropertiesSurviveARoundTrip) {
+TEST(mqtt_client, mqtt5_properties_survive_a_round_trip) {
   test::broker_process broker;
   client subscriber(options_for(broker, "v5-sub", 5));
   inbox got;
@@ -302,7 +302,7 @@ TEST(MqttClient, Mqtt5PropertiesSurviveARoundTrip) {
   EXPECT_EQ(r.correlation_data, m.correlation_data);
 }
 
-TEST(MqttClient, Mqtt311ClientsWorkAndInteroperateWithMqtt5) {
+TEST(mqtt_client, mqtt311_clients_work_and_interoperate_with_mqtt5) {
   test::broker_process broker;
   client v4_sub(options_for(broker, "v4-sub", 4));
   inbox got;
@@ -329,7 +329,7 @@ TEST(MqttClient, Mqtt311ClientsWorkAndInteroperateWithMqtt5) {
   EXPECT_EQ(census(broker.port()).with_nodelay, 3);
 }
 
-TEST(MqttClient, ReconnectsAndResubscribesAfterBrokerRestart) {
+TEST(mqtt_client, reconnects_and_resubscribes_after_broker_restart) {
   test::broker_process broker;
   client subscriber(options_for(broker, "restart-sub"));
   inbox got;
@@ -371,7 +371,7 @@ TEST(MqttClient, ReconnectsAndResubscribesAfterBrokerRestart) {
   EXPECT_EQ(c.with_nodelay, 2) << "reconnected sockets must get TCP_NODELAY too";
 }
 
-TEST(MqttClient, FirstConnectKeepsRetryingUntilTheBrokerAppears) {
+TEST(mqtt_client, first_connect_keeps_retrying_until_the_broker_appears) {
   test::broker_process broker;
   broker.stop();
   client c(options_for(broker, "early"));
@@ -383,7 +383,7 @@ TEST(MqttClient, FirstConnectKeepsRetryingUntilTheBrokerAppears) {
   EXPECT_TRUE(rc.ok()) << rc.error().message;
 }
 
-TEST(MqttClient, PublishWhenDisconnectedReturnsAnErrorInsteadOfThrowing) {
+TEST(mqtt_client, publish_when_disconnected_returns_an_error_instead_of_throwing) {
   test::broker_process broker;
   client c(options_for(broker, "offline"));
   auto r = c.publish("x/y", "never connected", 1);
@@ -410,7 +410,7 @@ TEST(MqttClient, PublishWhenDisconnectedReturnsAnErrorInsteadOfThrowing) {
   EXPECT_EQ(r.error().code, errc::unavailable);
 }
 
-TEST(MqttClient, HandlerCanPublishAndSubscribeFromInsideTheCallback) {
+TEST(mqtt_client, handler_can_publish_and_subscribe_from_inside_the_callback) {
   test::broker_process broker;
   client echo(options_for(broker, "echo"));
   echo.on_message([&echo](const message& m) {
@@ -434,7 +434,7 @@ TEST(MqttClient, HandlerCanPublishAndSubscribeFromInsideTheCallback) {
   for (int i = 0; i < 10; ++i) EXPECT_EQ(msgs[i].payload, "echo:" + std::to_string(i));
 }
 
-TEST(MqttClient, WillIsPublishedWhenTheConnectionBreaksAndTheClientComesBack) {
+TEST(mqtt_client, will_is_published_when_the_connection_breaks_and_the_client_comes_back) {
   test::broker_process broker;
   auto service_opts = options_for(broker, "service");
   service_opts.will =

@@ -113,7 +113,7 @@ bool eventually(Pred pred, std::chrono::milliseconds timeout = 10s) {
   return pred();
 }
 
-class StoreTest : public ::testing::Test {
+class store_test : public ::testing::Test {
  protected:
   void SetUp() override { db_ = std::make_unique<test::scratch_db>(); }
 
@@ -164,13 +164,13 @@ class StoreTest : public ::testing::Test {
 // ---------------------------------------------------------------------------------------------
 // records
 
-TEST(Records, Rfc3339IsUtcWithMilliseconds) {
+TEST(records, rfc3339_is_utc_with_milliseconds) {
   EXPECT_EQ(store::to_rfc3339(at(7, 123)), "2026-11-27T21:00:07.123Z");
   EXPECT_EQ(store::to_rfc3339(time_point{} - 1ms), "1969-12-31T23:59:59.999Z");
   EXPECT_EQ(store::to_rfc3339(time_point{} + 1500us), "1970-01-01T00:00:00.001Z");
 }
 
-TEST(Records, EventJsonHasRolloutAsString) {
+TEST(records, event_json_has_rollout_as_string) {
   auto e = event("offer", 1, "dev-1", 17, at(1));
   e.id = 42;
   const auto j = e.to_json();
@@ -186,7 +186,7 @@ TEST(Records, EventJsonHasRolloutAsString) {
   EXPECT_TRUE(e.to_json()["rollout"].is_null());
 }
 
-TEST(Records, MissingTestDatabaseUrlSaysWhatToDo) {
+TEST(records, missing_test_database_url_says_what_to_do) {
   const char* saved = std::getenv("OTTER_TEST_DB_URL");
   const std::string keep = saved ? saved : "";
   ::unsetenv("OTTER_TEST_DB_URL");
@@ -199,7 +199,7 @@ TEST(Records, MissingTestDatabaseUrlSaysWhatToDo) {
   if (saved) ::setenv("OTTER_TEST_DB_URL", keep.c_str(), 1);
 }
 
-TEST(Records, UrlRewriting) {
+TEST(records, url_rewriting) {
   EXPECT_EQ(test::url_with_database("postgresql://u@h:1/postgres", "x"), "postgresql://u@h:1/x");
   EXPECT_EQ(test::url_with_database("postgresql://u@h:1", "x"), "postgresql://u@h:1/x");
   EXPECT_EQ(test::url_with_database("postgresql://u:p@h/db?sslmode=disable", "x"),
@@ -214,7 +214,7 @@ TEST(Records, UrlRewriting) {
 // ---------------------------------------------------------------------------------------------
 // migrations
 
-TEST_F(StoreTest, MigrateAppliesOnceThenNothing) {
+TEST_F(store_test, migrate_applies_once_then_nothing) {
   pqxx::connection c{url()};
   const auto first = store::migrate(c);
   ASSERT_EQ(first.size(), store::embedded_migrations().size());
@@ -226,7 +226,7 @@ TEST_F(StoreTest, MigrateAppliesOnceThenNothing) {
 }
 
 // Migrations 002 and 003 keep the hot path's event inserts to the index entries queries need.
-TEST_F(StoreTest, EventIndexesSkipTheRowsNoQueryLooksUpByThem) {
+TEST_F(store_test, event_indexes_skip_the_rows_no_query_looks_up_by_them) {
   migrate_db();
   pqxx::connection c{url()};
   pqxx::nontransaction tx{c};
@@ -250,7 +250,7 @@ TEST_F(StoreTest, EventIndexesSkipTheRowsNoQueryLooksUpByThem) {
   EXPECT_NE(text.find("events_kind"), std::string::npos) << text;
 }
 
-TEST_F(StoreTest, MigrateAppliesOnlyNewOnesInOrder) {
+TEST_F(store_test, migrate_applies_only_new_ones_in_order) {
   pqxx::connection c{url()};
   std::vector<store::migration> v1{{"001_a", "CREATE TABLE a (x int); INSERT INTO a VALUES (1);"}};
   EXPECT_EQ(store::migrate(c, v1), (std::vector<std::string>{"001_a"}));
@@ -261,7 +261,7 @@ TEST_F(StoreTest, MigrateAppliesOnlyNewOnesInOrder) {
   EXPECT_EQ(query(url(), "SELECT z FROM c")[0][0].as<int>(), 3);
 }
 
-TEST_F(StoreTest, FailedMigrationAppliesNothing) {
+TEST_F(store_test, failed_migration_applies_nothing) {
   pqxx::connection c{url()};
   std::vector<store::migration> bad{{"001_a", "CREATE TABLE a (x int);"},
                                     {"002_b", "CREATE TABLE broken (;"}};
@@ -269,7 +269,7 @@ TEST_F(StoreTest, FailedMigrationAppliesNothing) {
   EXPECT_EQ(query(url(), "SELECT to_regclass('a') IS NULL")[0][0].as<bool>(), true);
 }
 
-TEST_F(StoreTest, ConcurrentMigrationsBothSucceedAndApplyOnce) {
+TEST_F(store_test, concurrent_migrations_both_succeed_and_apply_once) {
   for (int round = 0; round < 3; ++round) {
     test::scratch_db fresh;
     std::atomic<int> ready{0};
@@ -300,7 +300,7 @@ TEST_F(StoreTest, ConcurrentMigrationsBothSucceedAndApplyOnce) {
 // ---------------------------------------------------------------------------------------------
 // writer
 
-TEST_F(StoreTest, WriterWritesEveryKindAndIdsFollowSubmitOrder) {
+TEST_F(store_test, writer_writes_every_kind_and_ids_follow_submit_order) {
   migrate_db();
   std::mutex mu;
   std::vector<store::event_record> recorded;
@@ -378,7 +378,7 @@ TEST_F(StoreTest, WriterWritesEveryKindAndIdsFollowSubmitOrder) {
 
 // Events go in by COPY, whose text format gives tab, newline and backslash a meaning: each must
 // arrive as it was sent, and a missing device, actor, rollout or instance as NULL.
-TEST_F(StoreTest, WriterStoresEventTextExactlyAndAbsentValuesAsNull) {
+TEST_F(store_test, writer_stores_event_text_exactly_and_absent_values_as_null) {
   migrate_db();
   store::writer w(url(), 1000, nullptr);
   w.start();
@@ -414,7 +414,7 @@ TEST_F(StoreTest, WriterStoresEventTextExactlyAndAbsentValuesAsNull) {
   EXPECT_EQ(w.stop(5s), 0u);
 }
 
-TEST_F(StoreTest, WriterDeviceUpsertKeepsEarliestFirstSeenAndLatestValues) {
+TEST_F(store_test, writer_device_upsert_keeps_earliest_first_seen_and_latest_values) {
   migrate_db();
   store::writer w(url(), 1000);
   // One batch (submitted before start): the same device several times, out of time order.
@@ -466,7 +466,7 @@ TEST_F(StoreTest, WriterDeviceUpsertKeepsEarliestFirstSeenAndLatestValues) {
   EXPECT_EQ(w.stop(5s), 0u);
 }
 
-TEST_F(StoreTest, WriterRolloutDeviceOfferNeverOverwritesAStatus) {
+TEST_F(store_test, writer_rollout_device_offer_never_overwrites_a_status) {
   migrate_db();
   store::writer w(url(), 1000);
   w.start();
@@ -522,7 +522,7 @@ TEST_F(StoreTest, WriterRolloutDeviceOfferNeverOverwritesAStatus) {
   EXPECT_EQ(row(3, "d")[2].as<std::string>(), "00:08");
 }
 
-TEST_F(StoreTest, WriterQueueLimitCountsRecords) {
+TEST_F(store_test, writer_queue_limit_counts_records) {
   migrate_db();
   store::writer w(url(), 10);
   EXPECT_TRUE(w.submit(events_set("check", 1, 4)));
@@ -543,7 +543,7 @@ TEST_F(StoreTest, WriterQueueLimitCountsRecords) {
   EXPECT_FALSE(w.submit(events_set("check", 7, 1)));  // stopped
 }
 
-TEST_F(StoreTest, WriterDataErrorDropsOnlyTheBadSet) {
+TEST_F(store_test, writer_data_error_drops_only_the_bad_set) {
   migrate_db();
   std::mutex mu;
   std::vector<int> recorded_n;
@@ -584,7 +584,7 @@ TEST_F(StoreTest, WriterDataErrorDropsOnlyTheBadSet) {
   EXPECT_EQ(w.stop(5s), 0u);
 }
 
-TEST_F(StoreTest, WriterStopDrainsTheQueue) {
+TEST_F(store_test, writer_stop_drains_the_queue) {
   migrate_db();
   store::writer w(url(), 100000);
   for (int i = 0; i < 300; ++i) ASSERT_TRUE(w.submit(events_set("check", i, 40)));  // 12000
@@ -595,7 +595,7 @@ TEST_F(StoreTest, WriterStopDrainsTheQueue) {
   EXPECT_FALSE(w.stats().connected);
 }
 
-TEST_F(StoreTest, WriterWithoutDatabaseAcceptsUntilTheLimit) {
+TEST_F(store_test, writer_without_database_accepts_until_the_limit) {
   const auto url = "postgresql://otter@127.0.0.1:" + std::to_string(dead_port()) + "/otter";
   store::writer w(url, 20);
   w.start();
@@ -613,7 +613,7 @@ TEST_F(StoreTest, WriterWithoutDatabaseAcceptsUntilTheLimit) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
 }
 
-TEST_F(StoreTest, WriterStopsPromptlyWhenIdleAndDatabaseAway) {
+TEST_F(store_test, writer_stops_promptly_when_idle_and_database_away) {
   const auto url = "postgresql://otter@127.0.0.1:" + std::to_string(dead_port()) + "/otter";
   store::writer w(url, 20);
   w.start();
@@ -623,7 +623,7 @@ TEST_F(StoreTest, WriterStopsPromptlyWhenIdleAndDatabaseAway) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
 }
 
-TEST_F(StoreTest, WriterSurvivesDatabaseOutage) {
+TEST_F(store_test, writer_survives_database_outage) {
   migrate_db();
   tcp_proxy proxy(db_->admin_url());
   const auto via_proxy = test::url_with_host_port(url(), "127.0.0.1", proxy.port());
@@ -653,7 +653,7 @@ TEST_F(StoreTest, WriterSurvivesDatabaseOutage) {
 
 // The connection drops during COMMIT: the writer asks PostgreSQL whether that transaction
 // committed instead of guessing, so the batch is written exactly once either way.
-TEST_F(StoreTest, WriterCommitInDoubtIsWrittenExactlyOnce) {
+TEST_F(store_test, writer_commit_in_doubt_is_written_exactly_once) {
   migrate_db();
   tcp_proxy proxy(db_->admin_url());
   const auto via_proxy = test::url_with_host_port(url(), "127.0.0.1", proxy.port());
@@ -688,7 +688,7 @@ TEST_F(StoreTest, WriterCommitInDoubtIsWrittenExactlyOnce) {
 // ---------------------------------------------------------------------------------------------
 // repository: uploads and releases
 
-TEST_F(StoreTest, OpenMigratesAndUploadsAreIdempotent) {
+TEST_F(store_test, open_migrates_and_uploads_are_idempotent) {
   auto repo = open_repo();
   EXPECT_EQ(count(url(), "otter_migrations"),
             static_cast<std::int64_t>(store::embedded_migrations().size()));
@@ -709,7 +709,7 @@ TEST_F(StoreTest, OpenMigratesAndUploadsAreIdempotent) {
   EXPECT_FALSE(*n);
 }
 
-TEST_F(StoreTest, ReleasesAddGetConflictAndMissingUpload) {
+TEST_F(store_test, releases_add_get_conflict_and_missing_upload) {
   auto repo = open_repo();
   ASSERT_TRUE(repo->add_upload(sha(1), 4096, "alice"));
 
@@ -764,7 +764,7 @@ TEST_F(StoreTest, ReleasesAddGetConflictAndMissingUpload) {
   EXPECT_EQ(nf.error().code, errc::not_found);
 }
 
-TEST_F(StoreTest, ReleaseListPagesNewestFirst) {
+TEST_F(store_test, release_list_pages_newest_first) {
   auto repo = open_repo();
   ASSERT_TRUE(repo->add_upload(sha(1), 10, "alice"));
   for (int i = 0; i < 250; ++i) {
@@ -823,7 +823,7 @@ TEST_F(StoreTest, ReleaseListPagesNewestFirst) {
 // ---------------------------------------------------------------------------------------------
 // repository: rollouts
 
-TEST_F(StoreTest, RolloutCreateGetAndCounts) {
+TEST_F(store_test, rollout_create_get_and_counts) {
   auto repo = open_repo();
   add_release(*repo, "esp32", "1.1.0+b7", 1);
 
@@ -887,7 +887,7 @@ TEST_F(StoreTest, RolloutCreateGetAndCounts) {
   EXPECT_EQ(missing.error().code, errc::not_found);
 }
 
-TEST_F(StoreTest, RolloutPercentOnlyGrows) {
+TEST_F(store_test, rollout_percent_only_grows) {
   auto repo = open_repo();
   add_release(*repo, "esp32", "1.1.0", 1);
   const auto pct = create_rollout(*repo, "esp32", "1.1.0", {{"type", "percent"}, {"percent", 10}});
@@ -924,7 +924,7 @@ TEST_F(StoreTest, RolloutPercentOnlyGrows) {
   EXPECT_EQ(cancelled.error().code, errc::conflict);
 }
 
-TEST_F(StoreTest, RolloutStateTransitions) {
+TEST_F(store_test, rollout_state_transitions) {
   auto repo = open_repo();
   add_release(*repo, "esp32", "1.1.0", 1);
   const auto id = create_rollout(*repo, "esp32", "1.1.0", {{"type", "all"}});
@@ -962,7 +962,7 @@ TEST_F(StoreTest, RolloutStateTransitions) {
   EXPECT_EQ(nf.error().code, errc::not_found);
 }
 
-TEST_F(StoreTest, RolloutListFiltersAndPages) {
+TEST_F(store_test, rollout_list_filters_and_pages) {
   auto repo = open_repo();
   add_release(*repo, "esp32", "1.1.0", 1);
   add_release(*repo, "esp8266", "1.1.0", 2);
@@ -1008,7 +1008,7 @@ TEST_F(StoreTest, RolloutListFiltersAndPages) {
 // ---------------------------------------------------------------------------------------------
 // repository: devices, status reports, events
 
-TEST_F(StoreTest, DevicesStatusAndEventsListing) {
+TEST_F(store_test, devices_status_and_events_listing) {
   auto repo = open_repo();
   store::writer w(url(), 10000);
   w.start();
@@ -1123,7 +1123,7 @@ TEST_F(StoreTest, DevicesStatusAndEventsListing) {
 // ---------------------------------------------------------------------------------------------
 // repository: start-up loads
 
-TEST_F(StoreTest, LoadCatalogRoundTrip) {
+TEST_F(store_test, load_catalog_round_trip) {
   auto repo = open_repo();
   add_release(*repo, "esp32", "1.1.0+b7", 1, "1.0.0");
   add_release(*repo, "esp32", "1.2.0-rc.1", 2);
@@ -1167,7 +1167,7 @@ TEST_F(StoreTest, LoadCatalogRoundTrip) {
   EXPECT_EQ(cat2.rollouts.size(), 2u);  // r3's release is gone
 }
 
-TEST_F(StoreTest, LoadDevicesWithTheirRollouts) {
+TEST_F(store_test, load_devices_with_their_rollouts) {
   auto repo = open_repo();
   add_release(*repo, "esp32", "1.1.0+b7", 1);
   const auto r1 = create_rollout(*repo, "esp32", "1.1.0", {{"type", "all"}});
@@ -1196,7 +1196,7 @@ TEST_F(StoreTest, LoadDevicesWithTheirRollouts) {
 // ---------------------------------------------------------------------------------------------
 // repository: PostgreSQL away
 
-TEST_F(StoreTest, RepositoryReportsUnavailableAndRecovers) {
+TEST_F(store_test, repository_reports_unavailable_and_recovers) {
   {
     store::repository dead("postgresql://otter@127.0.0.1:" + std::to_string(dead_port()) +
                            "/otter");
@@ -1221,7 +1221,7 @@ TEST_F(StoreTest, RepositoryReportsUnavailableAndRecovers) {
   EXPECT_EQ(count(url(), "uploads"), 2);
 }
 
-TEST_F(StoreTest, DatabaseErrorsDoNotLeakDetails) {
+TEST_F(store_test, database_errors_do_not_leak_details) {
   auto repo = open_repo();
   protocol::rollout_create_args a;
   a.name = std::string(200, 'x');  // violates the name CHECK, which the parser would refuse
@@ -1240,7 +1240,7 @@ TEST_F(StoreTest, DatabaseErrorsDoNotLeakDetails) {
 // ---------------------------------------------------------------------------------------------
 // listener
 
-TEST_F(StoreTest, ListenerHearsAnotherConnectionsChange) {
+TEST_F(store_test, listener_hears_another_connections_change) {
   auto repo = open_repo();
   std::atomic<int> changes{0};
   store::listener l(url(), [&] { ++changes; });
@@ -1258,7 +1258,7 @@ TEST_F(StoreTest, ListenerHearsAnotherConnectionsChange) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
 }
 
-TEST_F(StoreTest, ListenerReconnects) {
+TEST_F(store_test, listener_reconnects) {
   auto repo = open_repo();
   tcp_proxy proxy(db_->admin_url());
   std::atomic<int> changes{0};

@@ -50,7 +50,7 @@ std::string env_error(const std::string& name, const std::string& value) {
   return r.error().message;
 }
 
-TEST(Config, Defaults) {
+TEST(config, defaults) {
   const settings s = load_ok({}, required());
   EXPECT_EQ(s.mqtt_url, "tcp://127.0.0.1:1883");
   EXPECT_EQ(s.mqtt_user, "");
@@ -79,7 +79,7 @@ TEST(Config, Defaults) {
   EXPECT_TRUE(s.publishes_event("check"));
 }
 
-TEST(Config, EnvOnly) {
+TEST(config, env_only) {
   env_map env = required();
   env["OTTER_MQTT_URL"] = "ssl://broker.example.com:8883";
   env["OTTER_MQTT_USER"] = "otterd";
@@ -135,12 +135,12 @@ TEST(Config, EnvOnly) {
   EXPECT_FALSE(s.publishes_event("check"));
 }
 
-TEST(Config, EmptyEnvCountsAsUnset) {
+TEST(config, empty_env_counts_as_unset) {
   const settings s = load_ok({}, with(required(), "OTTER_MANIFEST_TTL", ""));
   EXPECT_EQ(s.manifest_ttl, std::chrono::seconds(3600));
 }
 
-TEST(Config, FlagOverridesEnv) {
+TEST(config, flag_overrides_env) {
   env_map env = with(required(), "OTTER_MANIFEST_TTL", "120");
   env["OTTER_TOPIC_ROOT"] = "from/env";
   const settings s = load_ok({"--manifest-ttl", "600", "--topic-root=from/flag"}, env);
@@ -148,14 +148,14 @@ TEST(Config, FlagOverridesEnv) {
   EXPECT_EQ(s.topic_root, "from/flag");
 }
 
-TEST(Config, FlagOverridesInvalidEnv) {
+TEST(config, flag_overrides_invalid_env) {
   // The environment value is never looked at when the flag is given.
   const settings s =
       load_ok({"--manifest-ttl=1h"}, with(required(), "OTTER_MANIFEST_TTL", "garbage"));
   EXPECT_EQ(s.manifest_ttl, std::chrono::hours(1));
 }
 
-TEST(Config, BothFlagSyntaxes) {
+TEST(config, both_flag_syntaxes) {
   const args_t args = {"--db-url", "host=db dbname=otter",     "--signing-key=/k.pem", "--instance",
                        "a.b_c-1",  "--mqtt-password=--dashes", "--share-group",        "grp"};
   const settings s = load_ok(args, {});
@@ -166,12 +166,12 @@ TEST(Config, BothFlagSyntaxes) {
   EXPECT_EQ(s.share_group, "grp");
 }
 
-TEST(Config, EqualsFormKeepsFurtherEquals) {
+TEST(config, equals_form_keeps_further_equals) {
   const settings s = load_ok({"--db-url=host=db password=x=y"}, required());
   EXPECT_EQ(s.db_url, "host=db password=x=y");
 }
 
-TEST(Config, BooleanFlagAlone) {
+TEST(config, boolean_flag_alone) {
   env_map env = with(required(), "OTTER_RELEASE_KEYS", "/keys");
   EXPECT_TRUE(load_ok({"--require-signed"}, env).require_signed);
   EXPECT_TRUE(load_ok({"--require-signed", "--log-level=info"}, env).require_signed);
@@ -180,7 +180,7 @@ TEST(Config, BooleanFlagAlone) {
   EXPECT_TRUE(load_ok({"--require-signed=1"}, env).require_signed);
 }
 
-TEST(Config, UnknownFlag) {
+TEST(config, unknown_flag) {
   auto r = load({"--bogus", "1"}, fake_env(required()));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, errc::bad_request);
@@ -193,13 +193,13 @@ TEST(Config, UnknownFlag) {
   EXPECT_EQ(r.error().message, "unknown option -x; see --help");
 }
 
-TEST(Config, StrayArgument) {
+TEST(config, stray_argument) {
   auto r = load({"serve"}, fake_env(required()));
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("unexpected argument \"serve\""), std::string::npos);
 }
 
-TEST(Config, FlagWithoutValue) {
+TEST(config, flag_without_value) {
   for (const args_t& args : {args_t{"--manifest-ttl"}, args_t{"--manifest-ttl", "--retry-s=60"}}) {
     auto r = load(args, fake_env(required()));
     ASSERT_FALSE(r.ok());
@@ -209,13 +209,13 @@ TEST(Config, FlagWithoutValue) {
   }
 }
 
-TEST(Config, FlagTwice) {
+TEST(config, flag_twice) {
   auto r = load({"--retry-s=60", "--retry-s", "70"}, fake_env(required()));
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("OTTER_RETRY_S"), std::string::npos);
 }
 
-TEST(Config, Help) {
+TEST(config, help) {
   EXPECT_TRUE(wants_help({"--help"}));
   EXPECT_TRUE(wants_help({"--log-level", "debug", "-h"}));
   EXPECT_FALSE(wants_help({"--mqtt-password", "-h"}));  // a value, not a request
@@ -225,7 +225,7 @@ TEST(Config, Help) {
   EXPECT_FALSE(r.ok());
 }
 
-TEST(Config, RequiredSettings) {
+TEST(config, required_settings) {
   auto r = load({}, fake_env({{"OTTER_DB_URL", "postgres://db/otter"}}));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().code, errc::bad_request);
@@ -247,7 +247,7 @@ TEST(Config, RequiredSettings) {
   EXPECT_TRUE(r.ok());
 }
 
-TEST(Config, InlinePemSigningKey) {
+TEST(config, inline_pem_signing_key) {
   const std::string pem =
       "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\n"
       "-----END PRIVATE KEY-----\n";
@@ -257,7 +257,7 @@ TEST(Config, InlinePemSigningKey) {
   EXPECT_EQ(d.find("MIGHAgEA"), std::string::npos) << d;
 }
 
-TEST(Config, ValidationFailuresNameTheVariable) {
+TEST(config, validation_failures_name_the_variable) {
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"OTTER_MQTT_URL", "mqtt://localhost:1883"},
       {"OTTER_MQTT_URL", "tcp://localhost"},
@@ -319,7 +319,7 @@ TEST(Config, ValidationFailuresNameTheVariable) {
   }
 }
 
-TEST(Config, ErrorMessagesSayWhatIsExpected) {
+TEST(config, error_messages_say_what_is_expected) {
   EXPECT_EQ(env_error("OTTER_MANIFEST_TTL", "abc"),
             "OTTER_MANIFEST_TTL (--manifest-ttl): \"abc\" is not a duration; expected seconds "
             "(60..604800) or a number with s/m/h/d");
@@ -332,25 +332,25 @@ TEST(Config, ErrorMessagesSayWhatIsExpected) {
   EXPECT_NE(env_error("OTTER_RETRY_S", "60\n").find("\"60\\x0a\""), std::string::npos);
 }
 
-TEST(Config, FlagErrorsNameTheVariableToo) {
+TEST(config, flag_errors_name_the_variable_too) {
   auto r = load({"--chunk-window=0"}, fake_env(required()));
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("OTTER_CHUNK_WINDOW (--chunk-window)"), std::string::npos);
 }
 
-TEST(Config, DbUrlErrorDoesNotLeakPassword) {
+TEST(config, db_url_error_does_not_leak_password) {
   const std::string msg = env_error("OTTER_DB_URL", "postgresql://u:hunter2@db/x y");
   EXPECT_EQ(msg.find("hunter2"), std::string::npos) << msg;
   const std::string msg2 = env_error("OTTER_DB_URL", "host=db password='hunter2");
   EXPECT_EQ(msg2.find("hunter2"), std::string::npos) << msg2;
 }
 
-TEST(Config, RequireSignedNeedsReleaseKeys) {
+TEST(config, require_signed_needs_release_keys) {
   const std::string msg = env_error("OTTER_REQUIRE_SIGNED", "true");
   EXPECT_NE(msg.find("OTTER_RELEASE_KEYS"), std::string::npos);
 }
 
-TEST(Config, ValidBoundaries) {
+TEST(config, valid_boundaries) {
   env_map env = required();
   env["OTTER_MANIFEST_TTL"] = "60";
   env["OTTER_RETRY_S"] = "7d";
@@ -371,7 +371,7 @@ TEST(Config, ValidBoundaries) {
   EXPECT_EQ(s.upload_gc, std::chrono::hours(24 * 30));
 }
 
-TEST(Config, Durations) {
+TEST(config, durations) {
   const std::vector<std::pair<std::string, long>> cases = {
       {"3600", 3600}, {"90s", 90},    {"90m", 5400}, {"1h", 3600},
       {"2d", 172800}, {"7d", 604800}, {"5M", 300},   {"1H", 3600},
@@ -382,7 +382,7 @@ TEST(Config, Durations) {
   }
 }
 
-TEST(Config, Sizes) {
+TEST(config, sizes) {
   const std::vector<std::pair<std::string, std::uint64_t>> cases = {
       {"1", 1},           {"1000", 1000},       {"4K", 4096},     {"4KiB", 4096},     {"4k", 4096},
       {"16M", 16u << 20}, {"16MiB", 16u << 20}, {"1G", 1u << 30}, {"1GiB", 1u << 30},
@@ -393,7 +393,7 @@ TEST(Config, Sizes) {
   }
 }
 
-TEST(Config, Operators) {
+TEST(config, operators) {
   const settings s =
       load_ok({}, with(required(), "OTTER_OPERATORS", " alice:admin, bob.x:viewer,carol-1:admin,"));
   ASSERT_EQ(s.operators.size(), 3u);
@@ -411,7 +411,7 @@ TEST(Config, Operators) {
             std::string::npos);
 }
 
-TEST(Config, NoOperatorsWarns) {
+TEST(config, no_operators_warns) {
   const settings s = load_ok({"--operators="}, required());
   EXPECT_TRUE(s.operators.empty());
   const auto w = warnings(s);
@@ -422,7 +422,7 @@ TEST(Config, NoOperatorsWarns) {
   EXPECT_TRUE(warnings(t).empty());
 }
 
-TEST(Config, PlaintextPasswordWarnsOnlyOffLoopback) {
+TEST(config, plaintext_password_warns_only_off_loopback) {
   env_map env = with(required(), "OTTER_OPERATORS", "alice:admin");
   env["OTTER_MQTT_PASSWORD"] = "pw";
   EXPECT_TRUE(warnings(load_ok({}, env)).empty());
@@ -434,7 +434,7 @@ TEST(Config, PlaintextPasswordWarnsOnlyOffLoopback) {
   EXPECT_TRUE(warnings(load_ok({}, env)).empty());
 }
 
-TEST(Config, DescribeMasksSecrets) {
+TEST(config, describe_masks_secrets) {
   env_map env = required();
   env["OTTER_MQTT_PASSWORD"] = "mqtt-hunter2";
   env["OTTER_DB_URL"] = "postgresql://otter:db-hunter2@db:5432/otter?sslmode=require";
@@ -449,7 +449,7 @@ TEST(Config, DescribeMasksSecrets) {
   EXPECT_EQ(static_cast<std::size_t>(std::count(d.begin(), d.end(), '\n')), options().size());
 }
 
-TEST(Config, RedactDbUrl) {
+TEST(config, redact_db_url) {
   EXPECT_EQ(redact_db_url("postgresql://u:pw@h/db"), "postgresql://u:***@h/db");
   EXPECT_EQ(redact_db_url("postgres://u@h/db"), "postgres://u@h/db");
   EXPECT_EQ(redact_db_url("postgresql://h/db?user=u&password=pw&sslmode=require"),
@@ -461,7 +461,7 @@ TEST(Config, RedactDbUrl) {
   EXPECT_EQ(redact_db_url(""), "");
 }
 
-TEST(Config, HelpListsEverySetting) {
+TEST(config, help_lists_every_setting) {
   const std::string h = help_text("otterd", "serve [options]");
   EXPECT_EQ(h.rfind("Usage: otterd serve [options]", 0), 0u) << h;
   for (const auto& o : options()) {
@@ -480,7 +480,7 @@ TEST(Config, HelpListsEverySetting) {
   for (const auto& name : all) EXPECT_NE(h.find(name), std::string::npos) << name;
 }
 
-TEST(Config, EventsNoneAndAll) {
+TEST(config, events_none_and_all) {
   auto env = with(required(), "OTTER_EVENTS", "none");
   auto s = load_ok({}, env);
   ASSERT_TRUE(s.published_events);
@@ -491,7 +491,7 @@ TEST(Config, EventsNoneAndAll) {
   EXPECT_NE(describe(s).find("OTTER_EVENTS"), std::string::npos);
 }
 
-TEST(Config, EveryOptionHasADocumentedFlag) {
+TEST(config, every_option_has_a_documented_flag) {
   for (const auto& o : options()) {
     EXPECT_EQ(o.flag.rfind("--", 0), 0u) << o.flag;
     EXPECT_EQ(o.env.rfind("OTTER_", 0), 0u) << o.env;
@@ -500,7 +500,7 @@ TEST(Config, EveryOptionHasADocumentedFlag) {
   }
 }
 
-TEST(Config, SanitizeInstance) {
+TEST(config, sanitize_instance) {
   EXPECT_EQ(sanitize_instance("web-1.example.com"), "web-1.example.com");
   EXPECT_EQ(sanitize_instance("my host/é"), "my-host---");
   EXPECT_EQ(sanitize_instance(std::string(100, 'x')), std::string(64, 'x'));
@@ -508,7 +508,7 @@ TEST(Config, SanitizeInstance) {
   EXPECT_TRUE(protocol::valid_name(sanitize_instance("a b c")));
 }
 
-TEST(Config, ParseHostPort) {
+TEST(config, parse_host_port) {
   auto hp = parse_host_port("0.0.0.0:8080");
   ASSERT_TRUE(hp);
   EXPECT_EQ(hp->first, "0.0.0.0");
@@ -522,7 +522,7 @@ TEST(Config, ParseHostPort) {
   EXPECT_FALSE(parse_host_port("host:99999"));
 }
 
-TEST(Config, ProcessEnvReadsTheEnvironment) {
+TEST(config, process_env_reads_the_environment) {
   const env_lookup env = process_env();
   EXPECT_FALSE(env("OTTER_TEST_SURELY_NOT_SET_4711").has_value());
   EXPECT_TRUE(env("PATH").has_value());

@@ -38,7 +38,7 @@ std::vector<std::uint8_t> bytes_of(std::string_view s) {
 
 // --- hashes -------------------------------------------------------------------------------
 
-TEST(CryptoHash, Sha256KnownAnswers) {
+TEST(crypto_hash, sha256_known_answers) {
   EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(sha256_hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   const auto abc = bytes_of("abc");
@@ -46,7 +46,7 @@ TEST(CryptoHash, Sha256KnownAnswers) {
   EXPECT_EQ(to_hex(std::vector<std::uint8_t>{0x00, 0x0f, 0xa0, 0xff}), "000fa0ff");
 }
 
-TEST(CryptoHash, StreamMatchesOneShot) {
+TEST(crypto_hash, stream_matches_one_shot) {
   std::string data;
   for (int i = 0; i < 100000; ++i) data.push_back(static_cast<char>(i * 31));
   sha256_stream s;
@@ -66,19 +66,19 @@ TEST(CryptoHash, StreamMatchesOneShot) {
   EXPECT_EQ(to_hex(b.finish()), sha256_hex("abc"));
 }
 
-TEST(CryptoHash, HmacRfc4231Case2) {
+TEST(crypto_hash, hmac_rfc4231_case2) {
   const auto key = bytes_of("Jefe");
   EXPECT_EQ(to_hex(hmac_sha256(key, "what do ya want for nothing?")),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
-TEST(CryptoHash, HmacEmptyKeyAndData) {
+TEST(crypto_hash, hmac_empty_key_and_data) {
   // Python: hmac.new(b"", b"", hashlib.sha256).hexdigest()
   EXPECT_EQ(to_hex(hmac_sha256({}, "")),
             "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
-TEST(CryptoHash, HmacKeyGivesTheSameMacForEveryMessage) {
+TEST(crypto_hash, hmac_key_gives_the_same_mac_for_every_message) {
   // RFC 4231 test case 2, twice through one key (each call copies the keyed context), then a
   // second message, from several threads at once.
   const hmac_key key(bytes_of("Jefe"));
@@ -100,12 +100,12 @@ TEST(CryptoHash, HmacKeyGivesTheSameMacForEveryMessage) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
-TEST(CryptoHash, HmacKeyEmpty) {
+TEST(crypto_hash, hmac_key_empty) {
   EXPECT_EQ(to_hex(hmac_key({}).mac("")),
             "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
 }
 
-TEST(CryptoHash, EqualConstantTime) {
+TEST(crypto_hash, equal_constant_time) {
   const auto a = bytes_of("secret-token");
   const auto b = bytes_of("secret-token");
   const auto c = bytes_of("secret-tokeN");
@@ -119,7 +119,7 @@ TEST(CryptoHash, EqualConstantTime) {
 
 // --- base64url ----------------------------------------------------------------------------
 
-TEST(CryptoBase64Url, Rfc4648Vectors) {
+TEST(crypto_base64url, rfc4648_vectors) {
   const std::pair<std::string_view, std::string_view> cases[] = {
       {"", ""},           {"f", "Zg"},          {"fo", "Zm8"},          {"foo", "Zm9v"},
       {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"},
@@ -132,13 +132,13 @@ TEST(CryptoBase64Url, Rfc4648Vectors) {
   }
 }
 
-TEST(CryptoBase64Url, UrlAlphabet) {
+TEST(crypto_base64url, url_alphabet) {
   const std::vector<std::uint8_t> data{0xfb, 0xff, 0xbf};
   EXPECT_EQ(base64url_encode(data), "-_-_");
   EXPECT_EQ(base64url_decode("-_-_"), data);
 }
 
-TEST(CryptoBase64Url, RoundTripsEveryLength) {
+TEST(crypto_base64url, round_trips_every_length) {
   for (std::size_t n = 0; n <= 70; ++n) {
     const auto data = random_bytes(n);
     const auto text = base64url_encode(data);
@@ -150,7 +150,7 @@ TEST(CryptoBase64Url, RoundTripsEveryLength) {
   }
 }
 
-TEST(CryptoBase64Url, RefusesNonCanonicalText) {
+TEST(crypto_base64url, refuses_non_canonical_text) {
   const std::string_view bad[] = {
       "Zg==",          // padding
       "Zm8=",          // padding
@@ -169,7 +169,7 @@ TEST(CryptoBase64Url, RefusesNonCanonicalText) {
   for (const auto text : bad) EXPECT_FALSE(base64url_decode(text).has_value()) << text;
 }
 
-TEST(CryptoRandom, BytesDiffer) {
+TEST(crypto_random, bytes_differ) {
   EXPECT_TRUE(random_bytes(0).empty());
   const auto a = random_bytes(32);
   const auto b = random_bytes(32);
@@ -179,7 +179,7 @@ TEST(CryptoRandom, BytesDiffer) {
 
 // --- keys and signatures ------------------------------------------------------------------
 
-TEST(CryptoEcKey, GeneratedKeyRoundTrips) {
+TEST(crypto_ec_key, generated_key_round_trips) {
   const auto key = ec_key::generate();
   ASSERT_TRUE(key.has_private());
   ASSERT_NE(key.native(), nullptr);
@@ -207,7 +207,7 @@ TEST(CryptoEcKey, GeneratedKeyRoundTrips) {
   EXPECT_NE(ec_key::generate().kid(), key.kid());
 }
 
-TEST(CryptoEcKey, SignAndVerify) {
+TEST(crypto_ec_key, sign_and_verify) {
   const auto key = ec_key::generate();
   const auto other = ec_key::generate();
   const auto sig = key.sign("firmware manifest");
@@ -233,7 +233,7 @@ TEST(CryptoEcKey, SignAndVerify) {
   EXPECT_TRUE(key.verify("firmware manifest", sig2));
 }
 
-TEST(CryptoEcKey, DigestSignaturesAgreeWithMessageSignatures) {
+TEST(crypto_ec_key, digest_signatures_agree_with_message_signatures) {
   const auto key = ec_key::generate();
   const std::string image(10000, 'x');
   const auto d = sha256(image);
@@ -247,7 +247,7 @@ TEST(CryptoEcKey, DigestSignaturesAgreeWithMessageSignatures) {
   EXPECT_FALSE(key.verify_digest(d, std::span(sig).first(32)));
 }
 
-TEST(CryptoEcKey, OpensslVerifiesOurSignature) {
+TEST(crypto_ec_key, openssl_verifies_our_signature) {
   temp_dir dir;
   const auto key = ec_key::generate();
   const std::string data = "signed by otter, checked by openssl\n";
@@ -271,7 +271,7 @@ TEST(CryptoEcKey, OpensslVerifiesOurSignature) {
   EXPECT_NE(out.find("Verified OK"), std::string::npos) << out;
 }
 
-TEST(CryptoEcKey, WeVerifyOpensslSignature) {
+TEST(crypto_ec_key, we_verify_openssl_signature) {
   temp_dir dir;
   std::string out;
   ASSERT_EQ(run_shell("openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out " +
@@ -298,7 +298,7 @@ TEST(CryptoEcKey, WeVerifyOpensslSignature) {
   EXPECT_FALSE(pub->verify(image + "!", rs));
 }
 
-TEST(CryptoEcKey, LoadsSec1AndPkcs8Pem) {
+TEST(crypto_ec_key, loads_sec1_and_pkcs8_pem) {
   temp_dir dir;
   std::string out;
   ASSERT_EQ(
@@ -335,7 +335,7 @@ TEST(CryptoEcKey, LoadsSec1AndPkcs8Pem) {
   }
 }
 
-TEST(CryptoEcKey, RefusesOtherKeys) {
+TEST(crypto_ec_key, refuses_other_keys) {
   temp_dir dir;
   std::string out;
   ASSERT_EQ(run_shell("openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out " +
@@ -399,7 +399,7 @@ TEST(CryptoEcKey, RefusesOtherKeys) {
   EXPECT_EQ(missing.error().code, errc::not_found);
 }
 
-TEST(CryptoEcKey, WritePrivateFileIsOwnerOnlyAndNeverOverwrites) {
+TEST(crypto_ec_key, write_private_file_is_owner_only_and_never_overwrites) {
   temp_dir dir;
   const auto key = ec_key::generate();
   const auto pem = key.private_pem();

@@ -60,7 +60,7 @@ std::string sign_raw(const ec_key& key, std::string_view header, std::string_vie
   return input + "." + base64url_encode(key.sign(input));
 }
 
-TEST(Jws, SharedVectorVerifies) {
+TEST(jws, shared_vector_verifies) {
   const auto v = manifest_vector();
   auto key = ec_key::from_public_pem(v.at("public_key").get<std::string>());
   ASSERT_TRUE(key.ok()) << key.error().message;
@@ -74,7 +74,7 @@ TEST(Jws, SharedVectorVerifies) {
   EXPECT_EQ(parts->claims, v.at("claims"));
 }
 
-TEST(Jws, SharedVectorTamperedIsForbidden) {
+TEST(jws, shared_vector_tampered_is_forbidden) {
   const auto v = manifest_vector();
   auto key = ec_key::from_public_pem(v.at("public_key").get<std::string>());
   ASSERT_TRUE(key.ok());
@@ -83,14 +83,14 @@ TEST(Jws, SharedVectorTamperedIsForbidden) {
   EXPECT_EQ(parts.error().code, errc::forbidden);
 }
 
-TEST(Jws, SharedVectorRefusedUnderAnotherKey) {
+TEST(jws, shared_vector_refused_under_another_key) {
   const auto v = manifest_vector();
   auto parts = jws_verify(ec_key::generate(), v.at("jws").get<std::string>());
   ASSERT_FALSE(parts.ok());
   EXPECT_EQ(parts.error().code, errc::forbidden);
 }
 
-TEST(Jws, SignProducesTheProtocolHeaderAndClaimOrder) {
+TEST(jws, sign_produces_the_protocol_header_and_claim_order) {
   const auto key = ec_key::generate();
   const auto claims = sample_claims();
   const auto jws = jws_sign(key, claims);
@@ -113,7 +113,7 @@ TEST(Jws, SignProducesTheProtocolHeaderAndClaimOrder) {
   EXPECT_EQ(parts->header.at("kid"), key.kid());
 }
 
-TEST(Jws, ModifiedPartsAreForbidden) {
+TEST(jws, modified_parts_are_forbidden) {
   const auto key = ec_key::generate();
   const auto jws = jws_sign(key, sample_claims());
   const auto dot1 = jws.find('.');
@@ -143,7 +143,7 @@ TEST(Jws, ModifiedPartsAreForbidden) {
   EXPECT_EQ(r3.error().code, errc::forbidden);
 }
 
-TEST(Jws, MalformedIsBadRequest) {
+TEST(jws, malformed_is_bad_request) {
   const auto key = ec_key::generate();
   const auto good = jws_sign(key, sample_claims());
   const auto dot1 = good.find('.');
@@ -205,7 +205,7 @@ std::string openssl_verify(const std::string& public_pem, const std::string& jws
   return rc == 0 ? out : "exit " + std::to_string(rc) + ": " + out;
 }
 
-TEST(Jws, OpensslVerifiesOurManifest) {
+TEST(jws, openssl_verifies_our_manifest) {
   const auto key = ec_key::generate();
   const auto jws = jws_sign(key, sample_claims());
   EXPECT_NE(openssl_verify(key.public_pem(), jws).find("Verified OK"), std::string::npos);
@@ -215,7 +215,7 @@ TEST(Jws, OpensslVerifiesOurManifest) {
   EXPECT_EQ(openssl_verify(key.public_pem(), broken).find("Verified OK"), std::string::npos);
 }
 
-TEST(Jws, OpensslAgreesWithTheSharedVector) {
+TEST(jws, openssl_agrees_with_the_shared_vector) {
   const auto v = manifest_vector();
   const auto pem = v.at("public_key").get<std::string>();
   EXPECT_NE(openssl_verify(pem, v.at("jws").get<std::string>()).find("Verified OK"),

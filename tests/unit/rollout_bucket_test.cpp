@@ -22,7 +22,7 @@ std::uint32_t basis_points(const std::string& percent_text) {
   return static_cast<std::uint32_t>(std::lround(std::stod(percent_text) * 100));
 }
 
-TEST(RolloutBucket, SharedVectors) {
+TEST(rollout_bucket, shared_vectors) {
   const auto v = bucket_vectors();
   const auto& cases = v.at("cases");
   ASSERT_FALSE(cases.empty());
@@ -41,14 +41,14 @@ TEST(RolloutBucket, SharedVectors) {
   EXPECT_GT(checked, cases.size());
 }
 
-TEST(RolloutBucket, BasisPointsFromPercentText) {
+TEST(rollout_bucket, basis_points_from_percent_text) {
   EXPECT_EQ(basis_points("0.07"), 7u);
   EXPECT_EQ(basis_points("12.5"), 1250u);
   EXPECT_EQ(basis_points("99.99"), 9999u);
   EXPECT_EQ(basis_points("100"), 10000u);
 }
 
-TEST(RolloutBucket, RangeAndBoundaries) {
+TEST(rollout_bucket, range_and_boundaries) {
   for (int i = 0; i < 2000; ++i) {
     const auto b = bucket("42", "dev-" + std::to_string(i));
     ASSERT_LT(b, 10000u);
@@ -62,7 +62,7 @@ TEST(RolloutBucket, RangeAndBoundaries) {
   EXPECT_NE(bucket("1", "23"), bucket("12", "3"));
 }
 
-TEST(RolloutBucket, RaisingPercentKeepsEveryIncludedDevice) {
+TEST(rollout_bucket, raising_percent_keeps_every_included_device) {
   for (int i = 0; i < 500; ++i) {
     const auto b = bucket("r-canary-7", "esp32-" + std::to_string(i));
     bool was_in = false;
@@ -74,7 +74,7 @@ TEST(RolloutBucket, RaisingPercentKeepsEveryIncludedDevice) {
   }
 }
 
-TEST(RolloutBucket, PercentTargetUsesTheBucket) {
+TEST(rollout_bucket, percent_target_uses_the_bucket) {
   const auto v = bucket_vectors();
   for (const auto& c : v.at("cases")) {
     device_facts d;

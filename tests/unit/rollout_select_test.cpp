@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <optional>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,11 @@ struct select_case {
   std::int64_t want_rollout;  // 0: no update
   bool want_downgrade = false;
 };
+
+// Test names and failure messages show the case's name instead of its bytes.
+void PrintTo(const select_case& c, std::ostream* os) {
+  *os << c.name;
+}
 
 target group(protocol::attr_map attrs) {
   target t;
@@ -256,9 +262,9 @@ const std::vector<select_case>& cases() {
   return all;
 }
 
-class RolloutSelect : public ::testing::TestWithParam<select_case> {};
+class rollout_select : public ::testing::TestWithParam<select_case> {};
 
-TEST_P(RolloutSelect, Case) {
+TEST_P(rollout_select, case) {
   const auto& c = GetParam();
   const auto cat = build(c);
   const auto d = facts(c.device);
@@ -278,12 +284,12 @@ TEST_P(RolloutSelect, Case) {
   EXPECT_LT(got->chosen, cat.rollouts.data() + cat.rollouts.size());
 }
 
-INSTANTIATE_TEST_SUITE_P(Table, RolloutSelect, ::testing::ValuesIn(cases()),
+INSTANTIATE_TEST_SUITE_P(table, rollout_select, ::testing::ValuesIn(cases()),
                          [](const ::testing::TestParamInfo<select_case>& info) {
                            return info.param.name;
                          });
 
-TEST(RolloutCatalog, IndexKeepsActiveAndPausedByReleaseModel) {
+TEST(rollout_catalog, index_keeps_active_and_paused_by_release_model) {
   select_case c{"",
                 {{1, "1.1.0"}, {2, "2.0.0", std::nullopt, "esp32-s3"}},
                 {{1, 1},
@@ -314,7 +320,7 @@ TEST(RolloutCatalog, IndexKeepsActiveAndPausedByReleaseModel) {
   EXPECT_FALSE(select(empty, facts({"1.0.0"})).has_value());
 }
 
-TEST(RolloutCatalog, CopiesAndMovesPointIntoTheirOwnVectors) {
+TEST(rollout_catalog, copies_and_moves_point_into_their_own_vectors) {
   select_case c{"", {{1, "1.1.0"}}, {{1, 1}}, {"1.0.0"}, 1};
   auto original = std::make_unique<catalog>(build(c));
 
@@ -337,7 +343,7 @@ TEST(RolloutCatalog, CopiesAndMovesPointIntoTheirOwnVectors) {
   EXPECT_EQ(moved.rollouts_of_model("esp32-devkitc")[0], &moved.rollouts[0]);
 }
 
-TEST(RolloutCatalog, ReindexAfterChange) {
+TEST(rollout_catalog, reindex_after_change) {
   select_case c{"", {{1, "1.1.0"}}, {{1, 1}}, {"1.0.0"}, 1};
   auto cat = build(c);
   cat.rollouts[0].state = rollout_state::cancelled;
@@ -346,7 +352,7 @@ TEST(RolloutCatalog, ReindexAfterChange) {
   EXPECT_FALSE(select(cat, facts(c.device)).has_value());
 }
 
-TEST(RolloutTarget, AllIncludesEveryDevice) {
+TEST(rollout_target, all_includes_every_device) {
   device_facts d{"anything", "m", ver("0.0.1"), {}};
   EXPECT_TRUE(target_includes(target{}, "1", d));
 }

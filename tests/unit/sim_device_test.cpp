@@ -74,7 +74,7 @@ std::string sign_with_header(const crypto::ec_key& key, const json& header,
   return input + "." + crypto::base64url_encode(sig);
 }
 
-class ManifestCheck : public ::testing::Test {
+class manifest_check : public ::testing::Test {
  protected:
   manifest_verdict check(const std::string& compact, const std::string& running = "1.0.0",
                          std::int64_t now = kNow) {
@@ -88,7 +88,7 @@ class ManifestCheck : public ::testing::Test {
   std::string image_ = image_bytes(5000);
 };
 
-TEST_F(ManifestCheck, AcceptsAValidUpdate) {
+TEST_F(manifest_check, accepts_a_valid_update) {
   const auto verdict = check(sign(update_claims("dev-1", kNonce, "1.1.0", image_)));
   ASSERT_TRUE(verdict.accepted()) << verdict.refusal;
   EXPECT_TRUE(verdict.signature_ok);
@@ -100,7 +100,7 @@ TEST_F(ManifestCheck, AcceptsAValidUpdate) {
   EXPECT_EQ(verdict.claims.chunk_window, 4u);
 }
 
-TEST_F(ManifestCheck, AcceptsTheSharedSignedVectorAndRefusesItsTamperedTwin) {
+TEST_F(manifest_check, accepts_the_shared_signed_vector_and_refuses_its_tampered_twin) {
   const auto vec =
       json::parse(read_file(std::filesystem::path(OTTER_SHARED_DIR) / "vectors" / "manifest.json"));
   const auto pinned = crypto::ec_key::from_public_pem(vec["public_key"].get<std::string>()).value();
@@ -114,7 +114,7 @@ TEST_F(ManifestCheck, AcceptsTheSharedSignedVectorAndRefusesItsTamperedTwin) {
   EXPECT_FALSE(bad.signature_ok);
 }
 
-TEST_F(ManifestCheck, RefusesABadSignature) {
+TEST_F(manifest_check, refuses_a_bad_signature) {
   const auto other = crypto::ec_key::generate();
   const auto verdict =
       check(crypto::jws_sign(other, update_claims("dev-1", kNonce, "1.1.0", image_)));
@@ -130,7 +130,7 @@ TEST_F(ManifestCheck, RefusesABadSignature) {
   EXPECT_FALSE(check("not.a-jws").accepted());
 }
 
-TEST_F(ManifestCheck, RefusesAKidThatIsNotThePinnedKeys) {
+TEST_F(manifest_check, refuses_a_kid_that_is_not_the_pinned_keys) {
   const json header = {{"alg", "ES256"}, {"typ", "otter-manifest"}, {"kid", "0000000000000000"}};
   const auto verdict =
       check(sign_with_header(key_, header, update_claims("dev-1", kNonce, "1.1.0", image_)));
@@ -139,20 +139,20 @@ TEST_F(ManifestCheck, RefusesAKidThatIsNotThePinnedKeys) {
   EXPECT_NE(verdict.refusal.find("kid"), std::string::npos) << verdict.refusal;
 }
 
-TEST_F(ManifestCheck, RefusesAnotherDevicesManifest) {
+TEST_F(manifest_check, refuses_another_devices_manifest) {
   const auto verdict = check(sign(update_claims("dev-2", kNonce, "1.1.0", image_)));
   EXPECT_FALSE(verdict.accepted());
   EXPECT_NE(verdict.refusal.find("sub"), std::string::npos) << verdict.refusal;
 }
 
-TEST_F(ManifestCheck, RefusesAnotherChecksNonce) {
+TEST_F(manifest_check, refuses_another_checks_nonce) {
   const auto verdict =
       check(sign(update_claims("dev-1", "00112233445566778899aabbccddeeff", "1.1.0", image_)));
   EXPECT_FALSE(verdict.accepted());
   EXPECT_NE(verdict.refusal.find("nonce"), std::string::npos) << verdict.refusal;
 }
 
-TEST_F(ManifestCheck, RefusesAnExpiredManifest) {
+TEST_F(manifest_check, refuses_an_expired_manifest) {
   auto c = update_claims("dev-1", kNonce, "1.1.0", image_);
   c["exp"] = kNow - 1;
   const auto verdict = check(sign(c));
@@ -162,7 +162,7 @@ TEST_F(ManifestCheck, RefusesAnExpiredManifest) {
   EXPECT_TRUE(check(sign(c)).accepted());
 }
 
-TEST_F(ManifestCheck, RefusesADowngradeUnlessTheManifestSaysSo) {
+TEST_F(manifest_check, refuses_a_downgrade_unless_the_manifest_says_so) {
   auto c = update_claims("dev-1", kNonce, "1.1.0", image_);
   auto verdict = check(sign(c), "1.2.0");
   EXPECT_FALSE(verdict.accepted());
@@ -173,7 +173,7 @@ TEST_F(ManifestCheck, RefusesADowngradeUnlessTheManifestSaysSo) {
   EXPECT_TRUE(verdict.claims.downgrade);
 }
 
-TEST_F(ManifestCheck, ComparesBySemverPrecedence) {
+TEST_F(manifest_check, compares_by_semver_precedence) {
   // 1.10.0 > 1.9.2 and a release > its pre-release; the same release is no update.
   EXPECT_TRUE(check(sign(update_claims("dev-1", kNonce, "1.10.0", image_)), "1.9.2").accepted());
   EXPECT_TRUE(
@@ -181,7 +181,7 @@ TEST_F(ManifestCheck, ComparesBySemverPrecedence) {
   EXPECT_FALSE(check(sign(update_claims("dev-1", kNonce, "1.0.0+b7", image_)), "1.0.0").accepted());
 }
 
-TEST_F(ManifestCheck, RefusesMalformedUpdateClaims) {
+TEST_F(manifest_check, refuses_malformed_update_claims) {
   auto c = update_claims("dev-1", kNonce, "1.1.0", image_);
   c["model"] = "esp8266";
   EXPECT_NE(check(sign(c)).refusal.find("model"), std::string::npos);
@@ -195,7 +195,7 @@ TEST_F(ManifestCheck, RefusesMalformedUpdateClaims) {
   EXPECT_NE(check(sign(c)).refusal.find("semantic"), std::string::npos);
 }
 
-TEST_F(ManifestCheck, ChecksANoUpdateAnswerToo) {
+TEST_F(manifest_check, checks_a_no_update_answer_too) {
   ordered_json c = {{"sub", "dev-1"}, {"update", false},  {"nonce", kNonce},
                     {"iat", kNow},    {"exp", kNow + 60}, {"retry_s", 600}};
   auto verdict = check(sign(c));
@@ -212,7 +212,7 @@ std::string slice(const std::string& s, std::size_t off, std::size_t len) {
   return s.substr(off, std::min(len, s.size() - off));
 }
 
-TEST(ImageDownload, InOrderGivesTheImagesDigest) {
+TEST(image_download, in_order_gives_the_images_digest) {
   const auto img = image_bytes(10000);
   image_download d(img.size(), 1024);
   EXPECT_EQ(d.chunks_left(), 10u);
@@ -223,7 +223,7 @@ TEST(ImageDownload, InOrderGivesTheImagesDigest) {
   EXPECT_EQ(crypto::to_hex(d.finish()), crypto::sha256_hex(img));
 }
 
-TEST(ImageDownload, GapsAndDuplicatesEndInTheSameImage) {
+TEST(image_download, gaps_and_duplicates_end_in_the_same_image) {
   const auto img = image_bytes(10 * 1024 + 7);  // 11 chunks, the last one 7 bytes
   image_download d(img.size(), 1024);
   using o = image_download::outcome;
@@ -252,7 +252,7 @@ TEST(ImageDownload, GapsAndDuplicatesEndInTheSameImage) {
   EXPECT_EQ(crypto::to_hex(d.finish()), crypto::sha256_hex(img));
 }
 
-TEST(ImageDownload, RefusesChunksThatFitNoRequest) {
+TEST(image_download, refuses_chunks_that_fit_no_request) {
   const auto img = image_bytes(3000);
   image_download d(img.size(), 1024);
   using o = image_download::outcome;
@@ -264,7 +264,7 @@ TEST(ImageDownload, RefusesChunksThatFitNoRequest) {
   EXPECT_EQ(d.first_missing(), 0u);
 }
 
-TEST(ImageDownload, StopsReadingAtSize) {
+TEST(image_download, stops_reading_at_size) {
   const auto img = image_bytes(2100);
   image_download d(img.size(), 1024);
   EXPECT_EQ(d.add(0, slice(img, 0, 1024)), image_download::outcome::stored);
@@ -278,9 +278,9 @@ TEST(ImageDownload, StopsReadingAtSize) {
 
 // ---------------------------------------------------------------- the state machine
 
-class SimDevice : public ::testing::Test {
+class sim_device : public ::testing::Test {
  protected:
-  SimDevice() {
+  sim_device() {
     settings_.model = "esp32-devkitc";
     settings_.attrs = json{{"site", "w3"}};
     settings_.interval = 10s;
@@ -370,7 +370,7 @@ class SimDevice : public ::testing::Test {
   std::string image_ = image_bytes(10 * 1024 + 100);  // 11 chunks of 1024
 };
 
-TEST_F(SimDevice, ChecksWithAFreshNonceAndItsAttributes) {
+TEST_F(sim_device, checks_with_a_fresh_nonce_and_its_attributes) {
   auto d = make();
   const auto c1 = start_and_check(*d);
   EXPECT_EQ(c1["model"], "esp32-devkitc");
@@ -388,7 +388,7 @@ TEST_F(SimDevice, ChecksWithAFreshNonceAndItsAttributes) {
   EXPECT_NE(c2[0]["req"], c1["req"]);
 }
 
-TEST_F(SimDevice, UpToDateGoesBackToIdle) {
+TEST_F(sim_device, up_to_date_goes_back_to_idle) {
   auto d = make();
   const auto c = start_and_check(*d);
   offer(*d, c,
@@ -403,7 +403,7 @@ TEST_F(SimDevice, UpToDateGoesBackToIdle) {
   EXPECT_EQ(*d->deadline(), now_.mono + 10s);
 }
 
-TEST_F(SimDevice, IgnoresAnAnswerToAnotherCheck) {
+TEST_F(sim_device, ignores_an_answer_to_another_check) {
   auto d = make();
   auto c = start_and_check(*d);
   const auto claims = update_claims("dev-1", c["nonce"], "1.1.0", image_);
@@ -413,7 +413,7 @@ TEST_F(SimDevice, IgnoresAnAnswerToAnotherCheck) {
   EXPECT_TRUE(statuses().empty());
 }
 
-TEST_F(SimDevice, DownloadsThroughGapsAndDuplicatesThenReportsSuccess) {
+TEST_F(sim_device, downloads_through_gaps_and_duplicates_then_reports_success) {
   auto d = make();
   const auto c = start_and_check(*d);
   const auto claims = update_claims("dev-1", c["nonce"], "1.1.0", image_, 1024, 4);
@@ -500,7 +500,7 @@ TEST_F(SimDevice, DownloadsThroughGapsAndDuplicatesThenReportsSuccess) {
   EXPECT_EQ(next[0]["version"], "1.1.0");
 }
 
-TEST_F(SimDevice, ReportsARefusedManifestAsRejected) {
+TEST_F(sim_device, reports_a_refused_manifest_as_rejected) {
   auto d = make();
   const auto c = start_and_check(*d);
   offer(*d, c, update_claims("dev-2", c["nonce"], "1.1.0", image_));
@@ -514,7 +514,7 @@ TEST_F(SimDevice, ReportsARefusedManifestAsRejected) {
   EXPECT_EQ(errors("rejected"), 1u);
 }
 
-TEST_F(SimDevice, RejectsAForgedOfferWithoutNamingItsRollout) {
+TEST_F(sim_device, rejects_a_forged_offer_without_naming_its_rollout) {
   auto d = make();
   const auto c = start_and_check(*d);
   const auto forger = crypto::ec_key::generate();
@@ -530,7 +530,7 @@ TEST_F(SimDevice, RejectsAForgedOfferWithoutNamingItsRollout) {
   EXPECT_NE(st[0]["error"].get<std::string>().find("signature"), std::string::npos);
 }
 
-TEST_F(SimDevice, RejectsADowngradeWithoutTheFlag) {
+TEST_F(sim_device, rejects_a_downgrade_without_the_flag) {
   auto d = make();
   const auto c = start_and_check(*d);
   offer(*d, c, update_claims("dev-1", c["nonce"], "0.9.0", image_));
@@ -540,7 +540,7 @@ TEST_F(SimDevice, RejectsADowngradeWithoutTheFlag) {
   EXPECT_EQ(d->version(), "1.0.0");
 }
 
-TEST_F(SimDevice, AnErrorAnswerToTheCheckIsCountedByCode) {
+TEST_F(sim_device, an_error_answer_to_the_check_is_counted_by_code) {
   auto d = make();
   const auto c = start_and_check(*d);
   deliver(*d, "error",
@@ -549,7 +549,7 @@ TEST_F(SimDevice, AnErrorAnswerToTheCheckIsCountedByCode) {
   EXPECT_EQ(errors("rate_limited"), 1u);
 }
 
-TEST_F(SimDevice, AChunkRequestRefusedFailsTheUpdate) {
+TEST_F(sim_device, a_chunk_request_refused_fails_the_update) {
   auto d = make();
   const auto c = start_and_check(*d);
   offer(*d, c, update_claims("dev-1", c["nonce"], "1.1.0", image_));
@@ -569,7 +569,7 @@ TEST_F(SimDevice, AChunkRequestRefusedFailsTheUpdate) {
   EXPECT_EQ(errors("unavailable"), 1u);
 }
 
-TEST_F(SimDevice, AStalledDownloadGivesUpAfterItsRetries) {
+TEST_F(sim_device, a_stalled_download_gives_up_after_its_retries) {
   auto d = make();
   const auto c = start_and_check(*d);
   offer(*d, c, update_claims("dev-1", c["nonce"], "1.1.0", image_));
@@ -583,7 +583,7 @@ TEST_F(SimDevice, AStalledDownloadGivesUpAfterItsRetries) {
   EXPECT_EQ(d->current_phase(), phase::idle);
 }
 
-TEST_F(SimDevice, AWrongImageIsNotInstalled) {
+TEST_F(sim_device, a_wrong_image_is_not_installed) {
   auto d = make();
   const auto c = start_and_check(*d);
   auto claims = update_claims("dev-1", c["nonce"], "1.1.0", image_, 4096, 16);
@@ -597,7 +597,7 @@ TEST_F(SimDevice, AWrongImageIsNotInstalled) {
   EXPECT_EQ(d->version(), "1.0.0");
 }
 
-TEST_F(SimDevice, VerifiesTheReleaseSignatureWhenItPinsAReleaseKey) {
+TEST_F(sim_device, verifies_the_release_signature_when_it_pins_a_release_key) {
   const auto release = crypto::ec_key::generate();
   const auto release_pub = crypto::ec_key::from_public_pem(release.public_pem()).value();
   settings_.release_key = &release_pub;
@@ -618,7 +618,7 @@ TEST_F(SimDevice, VerifiesTheReleaseSignatureWhenItPinsAReleaseKey) {
   }
 }
 
-TEST_F(SimDevice, WithAReleaseKeyPinnedItRefusesAnUnsignedImage) {
+TEST_F(sim_device, with_a_release_key_pinned_it_refuses_an_unsigned_image) {
   const auto release = crypto::ec_key::generate();
   const auto release_pub = crypto::ec_key::from_public_pem(release.public_pem()).value();
   settings_.release_key = &release_pub;
@@ -636,9 +636,9 @@ TEST_F(SimDevice, WithAReleaseKeyPinnedItRefusesAnUnsignedImage) {
 }
 
 // --via http: the device asks the fleet to fetch the manifest's url and judges the result.
-class SimDeviceHttp : public SimDevice {
+class sim_device_http : public sim_device {
  protected:
-  SimDeviceHttp() {
+  sim_device_http() {
     settings_.via = transport::http;
     settings_.http_timeout = 60s;
   }
@@ -656,7 +656,7 @@ class SimDeviceHttp : public SimDevice {
   }
 };
 
-TEST_F(SimDeviceHttp, FetchesTheUrlAndInstallsAGoodImage) {
+TEST_F(sim_device_http, fetches_the_url_and_installs_a_good_image) {
   auto d = make();
   const auto c = start_and_check(*d);
   offer(*d, c, claims_with_url(c));
@@ -680,7 +680,7 @@ TEST_F(SimDeviceHttp, FetchesTheUrlAndInstallsAGoodImage) {
   EXPECT_EQ(d->version(), "1.1.0");
 }
 
-TEST_F(SimDeviceHttp, RefusesAWrongLengthAWrongDigestAnErrorAndSilence) {
+TEST_F(sim_device_http, refuses_a_wrong_length_a_wrong_digest_an_error_and_silence) {
   struct bad_case {
     std::string code;
     std::function<void(device&, const fetch_request&)> answer;
@@ -719,7 +719,7 @@ TEST_F(SimDeviceHttp, RefusesAWrongLengthAWrongDigestAnErrorAndSilence) {
   }
 }
 
-TEST_F(SimDeviceHttp, AManifestWithoutUrlFails) {
+TEST_F(sim_device_http, a_manifest_without_url_fails) {
   auto d = make();
   const auto c = start_and_check(*d);
   offer(*d, c, update_claims("dev-1", c["nonce"], "1.1.0", image_));
@@ -728,7 +728,7 @@ TEST_F(SimDeviceHttp, AManifestWithoutUrlFails) {
   EXPECT_EQ(states(statuses()).back(), "failed");
 }
 
-TEST_F(SimDevice, WithoutDownloadItReportsTheStepsAndSucceeds) {
+TEST_F(sim_device, without_download_it_reports_the_steps_and_succeeds) {
   settings_.download = false;
   auto d = make();
   const auto c = start_and_check(*d);
@@ -743,7 +743,7 @@ TEST_F(SimDevice, WithoutDownloadItReportsTheStepsAndSucceeds) {
   EXPECT_EQ(d->version(), "1.1.0");
 }
 
-TEST_F(SimDevice, InjectedFailureReportsFailedAndKeepsTheOldVersion) {
+TEST_F(sim_device, injected_failure_reports_failed_and_keeps_the_old_version) {
   settings_.download = false;
   settings_.fail_rate = 1.0;
   auto d = make();
@@ -759,7 +759,7 @@ TEST_F(SimDevice, InjectedFailureReportsFailedAndKeepsTheOldVersion) {
   EXPECT_EQ(d->current_phase(), phase::idle);
 }
 
-TEST_F(SimDevice, InjectedRollbackReportsFromTheOldVersionAndChecksWithIt) {
+TEST_F(sim_device, injected_rollback_reports_from_the_old_version_and_checks_with_it) {
   settings_.download = false;
   settings_.fail_rate = 0.5;  // failed below 0.5, rolled back from 0.5 to 0.75
   bool seen = false;

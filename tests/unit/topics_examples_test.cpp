@@ -149,23 +149,23 @@ void expect_examples_accepted(const std::string& schema, const check_fn& parse) 
   }
 }
 
-TEST(TopicsExamples, CheckExamplesParse) {
+TEST(topics_examples, check_examples_parse) {
   expect_examples_accepted("check", message_parsers().at("check"));
 }
 
-TEST(TopicsExamples, StatusExamplesParse) {
+TEST(topics_examples, status_examples_parse) {
   expect_examples_accepted("status", message_parsers().at("status"));
 }
 
-TEST(TopicsExamples, ChunkRequestExamplesParse) {
+TEST(topics_examples, chunk_request_examples_parse) {
   expect_examples_accepted("chunk-request", message_parsers().at("chunk-request"));
 }
 
-TEST(TopicsExamples, AdminRequestExamplesParseWithTheirArgs) {
+TEST(topics_examples, admin_request_examples_parse_with_their_args) {
   expect_examples_accepted("admin-request", message_parsers().at("admin-request"));
 }
 
-TEST(TopicsExamples, EveryArgsSchemaHasAParserAndItsExamplesParse) {
+TEST(topics_examples, every_args_schema_has_a_parser_and_its_examples_parse) {
   const auto files = sorted_files(kSchemas, ".schema.json");
   std::size_t seen = 0;
   for (const auto& file : files) {
@@ -183,7 +183,7 @@ TEST(TopicsExamples, EveryArgsSchemaHasAParserAndItsExamplesParse) {
   EXPECT_EQ(seen, args_parsers().size()) << "one args schema per command";
 }
 
-TEST(TopicsExamples, CommandEnumMatchesKnownCommands) {
+TEST(topics_examples, command_enum_matches_known_commands) {
   const json doc = read_json(kSchemas / "admin-request.schema.json");
   const json& cmds = doc.at("properties").at("cmd").at("enum");
   ASSERT_EQ(cmds.size(), args_parsers().size());
@@ -195,7 +195,7 @@ TEST(TopicsExamples, CommandEnumMatchesKnownCommands) {
   EXPECT_FALSE(protocol::is_known_command(""));
 }
 
-TEST(TopicsExamples, InvalidExamplesAreRefusedWithBadRequest) {
+TEST(topics_examples, invalid_examples_are_refused_with_bad_request) {
   std::size_t messages = 0;
   std::size_t args = 0;
   for (const auto& file : sorted_files(kInvalid, ".json")) {
@@ -231,7 +231,7 @@ TEST(TopicsExamples, InvalidExamplesAreRefusedWithBadRequest) {
 }
 
 // The fenced ```json examples of PROTOCOL.md, by the "### " heading above each.
-TEST(TopicsExamples, ProtocolDocumentExamplesParse) {
+TEST(topics_examples, protocol_document_examples_parse) {
   const fs::path doc = kShared / "PROTOCOL.md";
   if (!fs::exists(doc)) GTEST_SKIP() << doc << " not found";
   const std::map<std::string, std::string> by_heading = {
@@ -262,7 +262,7 @@ TEST(TopicsExamples, ProtocolDocumentExamplesParse) {
 }
 
 // The README's examples marked <!-- schema: NAME -->: those the service parses must parse.
-TEST(TopicsExamples, ReadmeExamplesParse) {
+TEST(topics_examples, readme_examples_parse) {
   const fs::path doc = fs::path(OTTER_SOURCE_DIR) / "README.md";
   std::istringstream in(read_file(doc));
   std::string line;
