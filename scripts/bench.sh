@@ -7,7 +7,7 @@
 #
 #   OTTER_BENCH_BUILD_DIR  build folder (default build-bench, relative to the checkout)
 #   OTTER_STACK_DIR        the stack's folder (default <checkout>/.stack-bench: not the tests'
-#                          .stack, so the bench never disturbs a test run)
+#                          .stack-test nor the demo's .stack, so it disturbs neither)
 #   OTTER_STACK_MQTT_PORT, OTTER_STACK_PG_PORT   its ports (default 18870 and 15472)
 #
 # A stack this script starts is stopped when it exits; one that was already running (same
