@@ -16,7 +16,8 @@
 # images and the fleet's JSON summary. It uses a database `otter_demo` on the stack, kept
 # between runs; each run adds a new release (1.1.0, then 1.1.1, ...) and a new fleet (device
 # ids sim-0000.., then sim1-0000..), and cancels the rollouts an earlier run left active.
-# Operator commands go over MQTT as operator admin1 (mosquitto_pub/sub; otterctl is to come).
+# Operator commands go over MQTT as operator admin1 (mosquitto_pub/sub, so that each
+# command is plain to read; build/otterctl sends the same ones).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)

@@ -537,7 +537,9 @@ const std::vector<option_spec>& specs() {
        },
        [](const settings& s) { return or_unset(s.http_addr); }},
       {"OTTER_PUBLIC_URL", "public-url", "URL", kUnset,
-       "base URL devices use to reach the HTTP server (http:// or https://)", false, false,
+       "base URL devices use to reach the HTTP server (http:// or https://); unset: http:// and "
+       "OTTER_HTTP_ADDR",
+       false, false,
        [](settings& s, const std::string& v) -> std::optional<std::string> {
          std::string_view rest(v);
          if (rest.starts_with("http://"))
@@ -559,7 +561,9 @@ const std::vector<option_spec>& specs() {
        },
        [](const settings& s) { return or_unset(s.public_url); }},
       {"OTTER_LINK_SECRET_FILE", "link-secret-file", "FILE", kUnset,
-       "file holding the secret that signs download links", false, false,
+       "file holding the secret that signs download links; unset: link-secret in OTTER_DATA_DIR, "
+       "made on first start",
+       false, false,
        [](settings& s, const std::string& v) { return parse_optional_path(v, s.link_secret_file); },
        [](const settings& s) { return or_unset(s.link_secret_file); }},
       {"OTTER_RELEASE_KEYS", "release-keys", "FILE", kUnset,
