@@ -6,7 +6,12 @@
  * the first verified answer proves it can reach the service, so it calls
  * esp_ota_mark_app_valid_cancel_rollback() and reports "success". If it crashes or resets
  * before that, the bootloader boots the previous image, which finds the "pending" note in NVS
- * naming a version it is not, and reports "rolled_back". */
+ * naming a version it is not, and reports "rolled_back". An image that cannot reach the service
+ * within CONFIRM_DEADLINE_MS rolls itself back too (the bootloader acts only on a reset).
+ *
+ * Locking: s_lock guards the state below. The MQTT task takes it in its event handler while it
+ * holds esp-mqtt's own API lock, so the app task must never call esp_mqtt_* while it holds
+ * s_lock: it builds its messages under the lock and enqueues them after releasing it. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +25,7 @@
 #include "esp_ota_ops.h"
 #include "esp_random.h"
 #include "esp_system.h"
+#include "esp_timer.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
@@ -43,6 +49,14 @@ static const char RELEASE_KEY_PEM[] = "";
 #define OFFER_TIMEOUT_MS 10000
 #define CHUNK_TIMEOUT_MS 5000
 #define CHECK_INTERVAL_MS (3600 * 1000)
+#define RETRY_AFTER_FAILURE_MS 60000
+#define RESTART_DRAIN_MS 15000            /* after an install: wait this long for the outbox */
+#define CONFIRM_DEADLINE_MS (600 * 1000) /* a new image must reach the service by then */
+
+/* A whole chunk (plus topic and MQTT header) must fit the client's buffer, or every chunk
+ * would arrive fragmented, be ignored and be asked for again forever. */
+_Static_assert(CONFIG_OTTER_CHUNK_LEN + 128 <= CONFIG_OTTER_MQTT_BUFFER,
+               "OTTER_MQTT_BUFFER must exceed OTTER_CHUNK_LEN by at least 128 bytes");
 
 typedef enum { PHASE_IDLE, PHASE_WAIT_OFFER, PHASE_DOWNLOADING } phase_t;
 
@@ -62,14 +76,34 @@ static int64_t s_last_chunk_ms;
 static int64_t s_next_check_ms;
 static int s_reported_progress = -1;
 static bool s_confirmed;
+static bool s_connected;       /* MQTT session up: timeouts send nothing while it is down */
+static bool s_restart_pending; /* installed: restart once the statuses are out */
+static int64_t s_restart_at_ms;
+/* Messages the app task built under s_lock, enqueued after it let go of the lock. */
+typedef struct {
+  char topic[128];
+  char payload[512];
+  size_t len;
+} deferred_msg;
+static bool s_defer;
+static deferred_msg s_deferred[3];
+static size_t s_deferred_count;
 static const esp_partition_t* s_update_partition;
 static esp_ota_handle_t s_ota;
 static bool s_ota_open;
 static char s_pending_version[OTTER_VERSION_MAX + 1];
 static char s_pending_rollout[OTTER_ROLLOUT_MAX + 1];
 
+/* 64-bit microseconds since boot: a 32-bit tick count in ms would wrap after 49.7 days. */
 static int64_t now_ms(void) {
-  return (int64_t)(xTaskGetTickCount() * portTICK_PERIOD_MS);
+  return esp_timer_get_time() / 1000;
+}
+
+/* PROTOCOL.md: build metadata is ignored, so "1.1.0+b7" and "1.1.0" are the same release. */
+static bool same_release(const char* a, const char* b) {
+  int order = 0;
+  if (otter_semver_compare(a, b, &order) == OTTER_OK) return order == 0;
+  return strcmp(a, b) == 0;
 }
 
 static int random_bytes(void* ctx, uint8_t* out, size_t n) {
@@ -85,6 +119,16 @@ static int64_t now_unix(void) {
 
 static void publish(otter_topic_kind kind, size_t len) {
   if (otter_topic(&s_dev, kind, s_topic, sizeof s_topic) != OTTER_OK) return;
+  if (s_defer) { /* the app task, under s_lock: see "Locking" above */
+    if (s_deferred_count == sizeof s_deferred / sizeof s_deferred[0] ||
+        len > sizeof s_deferred[0].payload)
+      return; /* cannot happen (at most two messages a pass); the timeouts ask again */
+    deferred_msg* d = &s_deferred[s_deferred_count++];
+    memcpy(d->topic, s_topic, sizeof d->topic);
+    memcpy(d->payload, s_out, len);
+    d->len = len;
+    return;
+  }
   /* Queued in the client's outbox and sent from the MQTT task: safe from its event handler. */
   esp_mqtt_client_enqueue(s_mqtt, s_topic, s_out, (int)len, 1, 0, true);
 }
@@ -143,7 +187,7 @@ static void store_pending(const char* version, const char* rollout) {
 /* An image was installed but another one runs: the bootloader rolled back. */
 static void report_rollback_if_any(void) {
   const char* running = esp_app_get_description()->version;
-  if (s_pending_version[0] == '\0' || strcmp(s_pending_version, running) == 0) return;
+  if (s_pending_version[0] == '\0' || same_release(s_pending_version, running)) return;
   char why[160];
   const esp_partition_t* invalid = esp_ota_get_last_invalid_partition();
   esp_app_desc_t desc;
@@ -166,7 +210,7 @@ static void fail_download(const char* why) {
   if (s_ota_open) esp_ota_abort(s_ota);
   s_ota_open = false;
   s_phase = PHASE_IDLE;
-  s_next_check_ms = now_ms() + 60000;
+  s_next_check_ms = now_ms() + RETRY_AFTER_FAILURE_MS;
 }
 
 static void finish_download(void) {
@@ -179,15 +223,23 @@ static void finish_download(void) {
   send_status(OTTER_STATE_INSTALLING, 100, NULL, NULL, NULL);
   s_ota_open = false;
   esp_err_t err = esp_ota_end(s_ota); /* also validates the app image */
-  if (err == ESP_OK) err = esp_ota_set_boot_partition(s_update_partition);
+  if (err == ESP_OK) {
+    /* The note first: a power loss right after the switch must still find it. */
+    store_pending(s_dev.manifest.version, s_dev.manifest.rollout);
+    err = esp_ota_set_boot_partition(s_update_partition);
+    if (err != ESP_OK) store_pending(NULL, NULL);
+  }
   if (err != ESP_OK) {
     fail_download(esp_err_to_name(err));
     return;
   }
-  store_pending(s_dev.manifest.version, s_dev.manifest.rollout);
   ESP_LOGI(TAG, "installed %s, restarting", s_dev.manifest.version);
   s_phase = PHASE_IDLE;
-  s_next_check_ms = INT64_MAX; /* the main task restarts once the statuses are out */
+  s_next_check_ms = INT64_MAX;
+  /* The app task restarts once the statuses are out; nothing else is sent meanwhile, so a
+   * reconnect cannot start the same download again into the slot just installed. */
+  s_restart_pending = true;
+  s_restart_at_ms = now_ms() + RESTART_DRAIN_MS;
 }
 
 static void on_offer(const char* payload, size_t len) {
@@ -203,15 +255,17 @@ static void on_offer(const char* payload, size_t len) {
     return;
   }
   if (!s_confirmed) {
-    /* First verified answer from this image: keep it, and tell the service it came up. */
+    /* First verified answer from this image: it can reach the service, keep it. */
     s_confirmed = true;
     esp_ota_mark_app_valid_cancel_rollback();
-    const char* running = esp_app_get_description()->version;
-    if (s_pending_version[0] && strcmp(s_pending_version, running) == 0) {
-      send_status(OTTER_STATE_SUCCESS, -1, NULL, running, s_pending_rollout);
-      store_pending(NULL, NULL);
-      s_pending_version[0] = '\0';
-    }
+  }
+  /* Reported apart from confirming: without rollback, or after a reset between confirming and
+   * sending, the image is already valid and the note must still turn into "success". */
+  const char* running = esp_app_get_description()->version;
+  if (s_pending_version[0] && same_release(s_pending_version, running)) {
+    send_status(OTTER_STATE_SUCCESS, -1, NULL, running, s_pending_rollout);
+    store_pending(NULL, NULL);
+    s_pending_version[0] = '\0';
   }
   if (!m.update) {
     if (s_ota_open) esp_ota_abort(s_ota); /* the core dropped its download too */
@@ -242,7 +296,14 @@ static void on_offer(const char* payload, size_t len) {
 }
 
 static void on_chunk(uint64_t offset, const char* data, size_t len) {
-  if (otter_chunk_receive(&s_dev, offset, (const uint8_t*)data, len) != OTTER_OK) return;
+  const otter_err rc = otter_chunk_receive(&s_dev, offset, (const uint8_t*)data, len);
+  if (rc == OTTER_DUPLICATE || rc == OTTER_OUT_OF_ORDER) {
+    /* A lost chunk shows up here: the window has ended, ask again now rather than at the
+     * chunk timeout. */
+    if (otter_download_need_request(&s_dev)) request_chunks();
+    return;
+  }
+  if (rc != OTTER_OK) return;
   const esp_err_t err = esp_ota_write(s_ota, data, len);
   if (err != ESP_OK) {
     fail_download(esp_err_to_name(err));
@@ -276,7 +337,15 @@ static void on_data(esp_mqtt_event_handle_t ev) {
     if (otter_parse_error(ev->data, (size_t)ev->data_len, req, sizeof req, code, sizeof code, msg,
                           sizeof msg) == OTTER_OK) {
       ESP_LOGW(TAG, "service error %s: %s (req %s)", code, msg, req);
-      if (s_phase == PHASE_DOWNLOADING && strcmp(code, "rate_limited") != 0) fail_download(msg);
+      /* Only an answer to a chunk request ("k-...") ends a download, and only when asking
+       * again cannot help; rate_limited, unavailable and internal wait for the chunk timeout. */
+      const bool transient = strcmp(code, "rate_limited") == 0 ||
+                             strcmp(code, "unavailable") == 0 || strcmp(code, "internal") == 0;
+      if (s_phase == PHASE_DOWNLOADING && req[0] == 'k' && req[1] == '-' && !transient) {
+        char why[180];
+        snprintf(why, sizeof why, "service %s: %s", code, msg[0] ? msg : "no message");
+        fail_download(why);
+      }
     }
   }
 }
@@ -288,10 +357,15 @@ static void mqtt_event(void* arg, esp_event_base_t base, int32_t id, void* data)
   xSemaphoreTake(s_lock, portMAX_DELAY);
   switch ((esp_mqtt_event_id_t)id) {
     case MQTT_EVENT_CONNECTED:
+      s_connected = true;
       otter_topic(&s_dev, OTTER_TOPIC_DOWN_FILTER, s_topic, sizeof s_topic);
       esp_mqtt_client_subscribe(s_mqtt, s_topic, 1);
+      if (s_restart_pending) break; /* the outbox drains, then the app task restarts */
       report_rollback_if_any();
       send_check(); /* also resumes an interrupted download: the same image keeps its offset */
+      break;
+    case MQTT_EVENT_DISCONNECTED:
+      s_connected = false;
       break;
     case MQTT_EVENT_DATA:
       on_data(ev);
@@ -348,12 +422,16 @@ void app_main(void) {
     ESP_LOGI(TAG, "first boot of %s: confirming after the first verified check", cfg.version);
   else
     s_confirmed = true; /* an image that is already valid has nothing to confirm */
+  s_next_check_ms = INT64_MAX - 1; /* the first check goes out when MQTT connects */
   ESP_LOGI(TAG, "%s running %s", s_id, cfg.version);
 
   esp_mqtt_client_config_t mqtt_cfg = {
       .broker.address.uri = CONFIG_OTTER_MQTT_URI,
       .credentials.client_id = s_id,
-      .credentials.username = CONFIG_OTTER_MQTT_USERNAME[0] ? CONFIG_OTTER_MQTT_USERNAME : NULL,
+      /* Production brokers check that the username is the device id (PROTOCOL.md). */
+      .credentials.username = CONFIG_OTTER_MQTT_USERNAME[0] ? CONFIG_OTTER_MQTT_USERNAME
+                              : CONFIG_OTTER_MQTT_PASSWORD[0] ? s_id
+                                                              : NULL,
       .credentials.authentication.password =
           CONFIG_OTTER_MQTT_PASSWORD[0] ? CONFIG_OTTER_MQTT_PASSWORD : NULL,
       .buffer.size = CONFIG_OTTER_MQTT_BUFFER,
@@ -363,19 +441,36 @@ void app_main(void) {
   esp_mqtt_client_start(s_mqtt);
 
   /* Timeouts: ask again for an offer or for chunks; check periodically; restart after an
-   * install once the outbox has drained. */
+   * install once the outbox has drained; roll back an image that never reached the service. */
   for (;;) {
     vTaskDelay(pdMS_TO_TICKS(500));
     xSemaphoreTake(s_lock, portMAX_DELAY);
     const int64_t now = now_ms();
-    if (s_phase == PHASE_WAIT_OFFER && now - s_phase_since_ms > OFFER_TIMEOUT_MS) send_check();
-    if (s_phase == PHASE_DOWNLOADING && now - s_last_chunk_ms > CHUNK_TIMEOUT_MS) request_chunks();
-    if (s_phase == PHASE_IDLE && now >= s_next_check_ms) send_check();
-    const bool restart = s_phase == PHASE_IDLE && s_next_check_ms == INT64_MAX;
+    s_defer = true;
+    if (s_connected && !s_restart_pending) {
+      if (s_phase == PHASE_WAIT_OFFER && now - s_phase_since_ms > OFFER_TIMEOUT_MS) send_check();
+      if (s_phase == PHASE_DOWNLOADING && now - s_last_chunk_ms > CHUNK_TIMEOUT_MS)
+        request_chunks();
+      if (s_phase == PHASE_IDLE && now >= s_next_check_ms) send_check();
+    }
+    s_defer = false;
+    const size_t n_out = s_deferred_count;
+    s_deferred_count = 0;
+    const bool restart = s_restart_pending;
+    const bool restart_due = restart && now >= s_restart_at_ms;
+    const bool give_up = !s_confirmed && now > CONFIRM_DEADLINE_MS;
     xSemaphoreGive(s_lock);
-    if (restart && esp_mqtt_client_get_outbox_size(s_mqtt) == 0) {
+    /* Only this task touches s_deferred, and no longer under s_lock. */
+    for (size_t i = 0; i < n_out; i++)
+      esp_mqtt_client_enqueue(s_mqtt, s_deferred[i].topic, s_deferred[i].payload,
+                              (int)s_deferred[i].len, 1, 0, true);
+    if (restart && (restart_due || esp_mqtt_client_get_outbox_size(s_mqtt) == 0)) {
       esp_mqtt_client_stop(s_mqtt);
       esp_restart();
+    }
+    if (give_up) {
+      ESP_LOGE(TAG, "%s never reached the service: rolling back", cfg.version);
+      esp_ota_mark_app_invalid_rollback_and_reboot();
     }
   }
 }

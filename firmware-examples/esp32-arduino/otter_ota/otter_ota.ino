@@ -23,7 +23,7 @@ static const char* WIFI_SSID = "your-ssid";
 static const char* WIFI_PASSWORD = "your-password";
 static const char* MQTT_HOST = "192.168.1.10";
 static const uint16_t MQTT_PORT = 1883;
-static const char* MQTT_USER = nullptr;  // production brokers: username = device id
+static const char* MQTT_USER = nullptr;  // nullptr with a password: the device id (production)
 static const char* MQTT_PASSWORD = nullptr;
 static const char* MODEL = "esp32-devkitc";
 static const char* FW_VERSION = "1.0.0";  // bump for every image you release
@@ -64,6 +64,15 @@ static uint32_t last_chunk_at = 0;
 static uint32_t next_check_at = 0;
 static int reported_progress = -1;
 static bool checked_once = false;
+static bool restart_pending = false;  // installed: restart from loop(), not from a callback
+static uint32_t restart_at = 0;
+
+// PROTOCOL.md: build metadata is ignored, so "1.1.0+b7" and "1.1.0" are the same release.
+static bool same_release(const char* a, const char* b) {
+  int order = 0;
+  if (otter_semver_compare(a, b, &order) == OTTER_OK) return order == 0;
+  return strcmp(a, b) == 0;
+}
 
 static int random_bytes(void*, uint8_t* buf, size_t n) {
   esp_fill_random(buf, n);  // hardware RNG (true random with Wi-Fi on)
@@ -129,9 +138,11 @@ static void finish_download() {
   prefs.putString("pending", dev.manifest.version);
   prefs.putString("rollout", dev.manifest.rollout);
   Serial.printf("otter: installed %s, restarting\n", dev.manifest.version);
-  mqtt.loop();
-  delay(500);
-  ESP.restart();
+  // We are inside PubSubClient's callback: restart from loop(), which first lets the client
+  // send what is queued. Nothing else is sent meanwhile.
+  state = IDLE;
+  restart_pending = true;
+  restart_at = millis() + 1000;
 }
 
 static void on_offer(const uint8_t* payload, unsigned int len) {
@@ -154,7 +165,9 @@ static void on_offer(const uint8_t* payload, unsigned int len) {
   if (!m.update) {
     if (Update.isRunning()) Update.abort();  // the core dropped its download too
     state = IDLE;
-    next_check_at = millis() + (m.retry_s > 0 ? (uint32_t)m.retry_s * 1000UL : CHECK_INTERVAL_MS);
+    // At most a day: millis() arithmetic below holds for delays under 24.8 days.
+    const uint32_t retry_s = m.retry_s > 86400 ? 86400 : (uint32_t)m.retry_s;
+    next_check_at = millis() + (retry_s > 0 ? retry_s * 1000UL : CHECK_INTERVAL_MS);
     return;
   }
   Serial.printf("otter: update %s -> %s (%llu bytes)\n", FW_VERSION, m.version,
@@ -162,7 +175,7 @@ static void on_offer(const uint8_t* payload, unsigned int len) {
   // Resuming the same image after a reconnect keeps Update running; anything else starts over.
   if (otter_download_offset(&dev) == 0) {
     if (Update.isRunning()) Update.abort();
-    if (!Update.begin(m.size)) {
+    if (m.size > UINT32_MAX || !Update.begin((size_t)m.size)) {
       fail_download(Update.errorString());
       return;
     }
@@ -174,7 +187,13 @@ static void on_offer(const uint8_t* payload, unsigned int len) {
 
 static void on_chunk(uint64_t offset, const uint8_t* payload, unsigned int len) {
   const otter_err rc = otter_chunk_receive(&dev, offset, payload, len);
-  if (rc != OTTER_OK) return;  // duplicate, out of order or refused: the window logic asks again
+  if (rc == OTTER_DUPLICATE || rc == OTTER_OUT_OF_ORDER) {
+    // A lost chunk shows up here: the window has ended, ask again now rather than at the
+    // chunk timeout.
+    if (otter_download_need_request(&dev)) request_chunks();
+    return;
+  }
+  if (rc != OTTER_OK) return;  // refused (past the end, too long): the timeout asks again
   // Update.write takes a non-const pointer; it does not modify the data.
   if (Update.write((uint8_t*)payload, len) != len) {
     fail_download(Update.errorString());
@@ -211,7 +230,15 @@ static void on_message(char* t, uint8_t* payload, unsigned int len) {
       if (otter_parse_error((const char*)payload, len, req, sizeof req, code, sizeof code, msg,
                             sizeof msg) == OTTER_OK) {
         Serial.printf("otter: service error %s: %s (req %s)\n", code, msg, req);
-        if (state == DOWNLOADING && strcmp(code, "rate_limited") != 0) fail_download(msg);
+        // Only an answer to a chunk request ("k-...") ends a download, and only when asking
+        // again cannot help; rate_limited, unavailable and internal wait for the chunk timeout.
+        const bool transient = strcmp(code, "rate_limited") == 0 ||
+                               strcmp(code, "unavailable") == 0 || strcmp(code, "internal") == 0;
+        if (state == DOWNLOADING && req[0] == 'k' && req[1] == '-' && !transient) {
+          char why[180];
+          snprintf(why, sizeof why, "service %s: %s", code, msg[0] ? msg : "no message");
+          fail_download(why);
+        }
       }
       break;
     }
@@ -223,7 +250,7 @@ static void report_boot() {
   String pending = prefs.getString("pending", "");
   if (pending.length() == 0) return;
   String rollout = prefs.getString("rollout", "");
-  if (pending == FW_VERSION) {
+  if (same_release(pending.c_str(), FW_VERSION)) {
     send_status(OTTER_STATE_SUCCESS, -1, nullptr, FW_VERSION, rollout.c_str());
   } else {
     char why[160];
@@ -236,12 +263,15 @@ static void report_boot() {
 }
 
 static void connect_mqtt() {
-  if (!mqtt.connect(device_id, MQTT_USER, MQTT_PASSWORD)) {
+  // Production brokers check that the username is the device id (PROTOCOL.md).
+  const char* user = MQTT_USER ? MQTT_USER : (MQTT_PASSWORD ? device_id : nullptr);
+  if (!mqtt.connect(device_id, user, MQTT_PASSWORD)) {
     delay(2000);
     return;
   }
   otter_topic(&dev, OTTER_TOPIC_DOWN_FILTER, topic, sizeof topic);
   mqtt.subscribe(topic, 1);
+  if (restart_pending) return;
   report_boot();
   send_check();  // also resumes an interrupted download: the same image keeps its offset
 }
@@ -254,6 +284,8 @@ extern "C" bool verifyRollbackLater() {
 
 void setup() {
   Serial.begin(115200);
+  // Station mode first: on Arduino-ESP32 3.x macAddress() fills nothing before it.
+  WiFi.mode(WIFI_STA);
   uint8_t mac[6];
   WiFi.macAddress(mac);
   snprintf(device_id, sizeof device_id, "esp32-%02x%02x%02x%02x%02x%02x", mac[0], mac[1], mac[2],
@@ -278,7 +310,6 @@ void setup() {
   const otter_err rc = otter_init(&dev, &cfg);
   if (rc != OTTER_OK) Serial.printf("otter: init failed: %s\n", otter_strerror(rc));
 
-  WiFi.mode(WIFI_STA);
   WiFi.begin(WIFI_SSID, WIFI_PASSWORD);
   configTime(0, 0, "pool.ntp.org");  // optional: lets the device check exp
   mqtt.setServer(MQTT_HOST, MQTT_PORT);
@@ -288,6 +319,7 @@ void setup() {
 }
 
 void loop() {
+  if (restart_pending && (int32_t)(millis() - restart_at) >= 0) ESP.restart();
   if (WiFi.status() != WL_CONNECTED) {
     delay(500);
     return;
@@ -297,6 +329,7 @@ void loop() {
     return;
   }
   mqtt.loop();
+  if (restart_pending) return;
   const uint32_t now = millis();
   if (state == WAIT_OFFER && now - phase_since > OFFER_TIMEOUT_MS) send_check();
   if (state == DOWNLOADING && now - last_chunk_at > CHUNK_TIMEOUT_MS) request_chunks();
