@@ -435,6 +435,9 @@ void app_main(void) {
       .credentials.authentication.password =
           CONFIG_OTTER_MQTT_PASSWORD[0] ? CONFIG_OTTER_MQTT_PASSWORD : NULL,
       .buffer.size = CONFIG_OTTER_MQTT_BUFFER,
+      /* The handler verifies ECDSA signatures and drives esp_ota_* on this task's stack: the
+       * 6 KiB default leaves too little margin (unmeasured here: check the high-water mark). */
+      .task.stack_size = 8192,
   };
   s_mqtt = esp_mqtt_client_init(&mqtt_cfg);
   esp_mqtt_client_register_event(s_mqtt, ESP_EVENT_ANY_ID, mqtt_event, NULL);
