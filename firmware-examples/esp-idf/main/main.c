@@ -50,7 +50,7 @@ static const char RELEASE_KEY_PEM[] = "";
 #define CHUNK_TIMEOUT_MS 5000
 #define CHECK_INTERVAL_MS (3600 * 1000)
 #define RETRY_AFTER_FAILURE_MS 60000
-#define RESTART_DRAIN_MS 15000            /* after an install: wait this long for the outbox */
+#define RESTART_DRAIN_MS 15000           /* after an install: wait this long for the outbox */
 #define CONFIRM_DEADLINE_MS (600 * 1000) /* a new image must reach the service by then */
 
 /* A whole chunk (plus topic and MQTT header) must fit the client's buffer, or every chunk
@@ -421,7 +421,7 @@ void app_main(void) {
   if (esp_ota_get_state_partition(running, &state) == ESP_OK && state == ESP_OTA_IMG_PENDING_VERIFY)
     ESP_LOGI(TAG, "first boot of %s: confirming after the first verified check", cfg.version);
   else
-    s_confirmed = true; /* an image that is already valid has nothing to confirm */
+    s_confirmed = true;            /* an image that is already valid has nothing to confirm */
   s_next_check_ms = INT64_MAX - 1; /* the first check goes out when MQTT connects */
   ESP_LOGI(TAG, "%s running %s", s_id, cfg.version);
 
@@ -429,7 +429,7 @@ void app_main(void) {
       .broker.address.uri = CONFIG_OTTER_MQTT_URI,
       .credentials.client_id = s_id,
       /* Production brokers check that the username is the device id (PROTOCOL.md). */
-      .credentials.username = CONFIG_OTTER_MQTT_USERNAME[0] ? CONFIG_OTTER_MQTT_USERNAME
+      .credentials.username = CONFIG_OTTER_MQTT_USERNAME[0]   ? CONFIG_OTTER_MQTT_USERNAME
                               : CONFIG_OTTER_MQTT_PASSWORD[0] ? s_id
                                                               : NULL,
       .credentials.authentication.password =
