@@ -1002,6 +1002,13 @@ void otter_download_abort(otter_device* dev) {
   memset(&dev->dl, 0, sizeof dev->dl);
 }
 
+int otter_download_error_is_fatal(const otter_device* dev, const char* req, const char* code) {
+  if (!dev || !req || !code || !dev->dl.active) return 0;
+  if (req[0] != 'k' || req[1] != '-') return 0;
+  return strcmp(code, "rate_limited") != 0 && strcmp(code, "unavailable") != 0 &&
+         strcmp(code, "internal") != 0;
+}
+
 otter_err otter_download_restore(otter_device* dev, const uint8_t* data, size_t len) {
   if (!dev || (!data && len)) return OTTER_E_ARG;
   if (!dev->dl.active) return OTTER_E_STATE;

@@ -241,6 +241,12 @@ otter_err otter_handle_offer(otter_device* dev, const char* payload, size_t len,
 otter_err otter_parse_error(const char* payload, size_t len, char* req, size_t req_cap, char* code,
                             size_t code_cap, char* message, size_t message_cap);
 
+/* 1 when an error answer (req and code from otter_parse_error) ends the download in progress:
+ * it answers a chunk request ("k-...") and asking again cannot help. rate_limited,
+ * unavailable and internal are transient (the chunk timeout asks again); an error answering a
+ * check or a status says nothing about the download. 0 otherwise, and with no download. */
+int otter_download_error_is_fatal(const otter_device* dev, const char* req, const char* code);
+
 /* ---- download ------------------------------------------------------------------------ */
 
 /* Resuming after a restart: feeds bytes already in flash, from offset 0, before the first

@@ -201,6 +201,27 @@ TEST(device_core_download, nothing_without_an_accepted_update) {
   EXPECT_FALSE(otter_download_need_request(&f.dev));
 }
 
+TEST(device_core_download, which_error_answers_end_a_download) {
+  download_fixture f(5000);
+  // No download: nothing to end.
+  EXPECT_FALSE(otter_download_error_is_fatal(&f.dev, "k-3", "forbidden"));
+  ASSERT_EQ(f.accept(f.image), OTTER_OK);
+  const auto req = f.request()["req"].get<std::string>();
+  ASSERT_EQ(req.rfind("k-", 0), 0u);
+  for (const char* code : {"forbidden", "not_found", "range", "bad_request"})
+    EXPECT_TRUE(otter_download_error_is_fatal(&f.dev, req.c_str(), code)) << code;
+  // Transient: the chunk timeout asks again.
+  for (const char* code : {"rate_limited", "unavailable", "internal"})
+    EXPECT_FALSE(otter_download_error_is_fatal(&f.dev, req.c_str(), code)) << code;
+  // An answer to a check or a status, or one whose req could not be read.
+  EXPECT_FALSE(otter_download_error_is_fatal(&f.dev, "c-1", "bad_request"));
+  EXPECT_FALSE(otter_download_error_is_fatal(&f.dev, "s-2", "not_found"));
+  EXPECT_FALSE(otter_download_error_is_fatal(&f.dev, "", "bad_request"));
+  EXPECT_FALSE(otter_download_error_is_fatal(&f.dev, nullptr, "bad_request"));
+  otter_download_abort(&f.dev);
+  EXPECT_FALSE(otter_download_error_is_fatal(&f.dev, req.c_str(), "forbidden"));
+}
+
 TEST(device_core_download, resume_after_a_disconnect_keeps_the_offset) {
   download_fixture f(20'000, 1024, 4);
   ASSERT_EQ(f.accept(f.image), OTTER_OK);

@@ -337,11 +337,8 @@ static void on_data(esp_mqtt_event_handle_t ev) {
     if (otter_parse_error(ev->data, (size_t)ev->data_len, req, sizeof req, code, sizeof code, msg,
                           sizeof msg) == OTTER_OK) {
       ESP_LOGW(TAG, "service error %s: %s (req %s)", code, msg, req);
-      /* Only an answer to a chunk request ("k-...") ends a download, and only when asking
-       * again cannot help; rate_limited, unavailable and internal wait for the chunk timeout. */
-      const bool transient = strcmp(code, "rate_limited") == 0 ||
-                             strcmp(code, "unavailable") == 0 || strcmp(code, "internal") == 0;
-      if (s_phase == PHASE_DOWNLOADING && req[0] == 'k' && req[1] == '-' && !transient) {
+      /* Transient errors, and answers to a check or a status, leave the download alone. */
+      if (s_phase == PHASE_DOWNLOADING && otter_download_error_is_fatal(&s_dev, req, code)) {
         char why[180];
         snprintf(why, sizeof why, "service %s: %s", code, msg[0] ? msg : "no message");
         fail_download(why);

@@ -230,11 +230,8 @@ static void on_message(char* t, uint8_t* payload, unsigned int len) {
       if (otter_parse_error((const char*)payload, len, req, sizeof req, code, sizeof code, msg,
                             sizeof msg) == OTTER_OK) {
         Serial.printf("otter: service error %s: %s (req %s)\n", code, msg, req);
-        // Only an answer to a chunk request ("k-...") ends a download, and only when asking
-        // again cannot help; rate_limited, unavailable and internal wait for the chunk timeout.
-        const bool transient = strcmp(code, "rate_limited") == 0 ||
-                               strcmp(code, "unavailable") == 0 || strcmp(code, "internal") == 0;
-        if (state == DOWNLOADING && req[0] == 'k' && req[1] == '-' && !transient) {
+        // Transient errors, and answers to a check or a status, leave the download alone.
+        if (state == DOWNLOADING && otter_download_error_is_fatal(&dev, req, code)) {
           char why[180];
           snprintf(why, sizeof why, "service %s: %s", code, msg[0] ? msg : "no message");
           fail_download(why);
