@@ -49,7 +49,9 @@ static const char RELEASE_KEY_PEM[] = "";
 #define OFFER_TIMEOUT_MS 10000
 #define CHUNK_TIMEOUT_MS 5000
 #define CHECK_INTERVAL_MS (3600 * 1000)
-#define RETRY_AFTER_FAILURE_MS 60000
+#define RETRY_AFTER_FAILURE_MS 60000     /* doubles with every failed download in a row, */
+#define RETRY_MAX_MS (3600 * 1000)       /* up to an hour */
+#define OFFER_TIMEOUT_MAX_MS 300000      /* unanswered checks back off from OFFER_TIMEOUT_MS */
 #define RESTART_DRAIN_MS 15000           /* after an install: wait this long for the outbox */
 #define CONFIRM_DEADLINE_MS (600 * 1000) /* a new image must reach the service by then */
 
@@ -72,6 +74,9 @@ static char s_out[512];
 static char s_topic[128];
 static phase_t s_phase = PHASE_IDLE;
 static int64_t s_phase_since_ms;
+static int64_t s_offer_timeout_ms = OFFER_TIMEOUT_MS;
+static uint32_t s_failures;   /* failed downloads in a row */
+static uint32_t s_unanswered; /* checks in a row without a verified answer */
 static int64_t s_last_chunk_ms;
 static int64_t s_next_check_ms;
 static int s_reported_progress = -1;
@@ -104,6 +109,17 @@ static bool same_release(const char* a, const char* b) {
   int order = 0;
   if (otter_semver_compare(a, b, &order) == OTTER_OK) return order == 0;
   return strcmp(a, b) == 0;
+}
+
+/* base doubled n times, capped, plus up to 25 % random jitter: a fleet that failed together
+ * (a bad image, an overloaded service) must not come back together. */
+static int64_t backoff_ms(int64_t base, uint32_t n, int64_t cap) {
+  int64_t d = base;
+  for (uint32_t i = 0; i < n && d < cap; i++) d *= 2;
+  if (d > cap) d = cap;
+  uint32_t r = 0;
+  esp_fill_random(&r, sizeof r);
+  return d + (int64_t)(r % (uint32_t)(d / 4 + 1));
 }
 
 static int random_bytes(void* ctx, uint8_t* out, size_t n) {
@@ -147,6 +163,8 @@ static void send_check(void) {
   publish(OTTER_TOPIC_CHECK, n);
   s_phase = PHASE_WAIT_OFFER;
   s_phase_since_ms = now_ms();
+  /* A slow service gets longer to answer each time (a new check supersedes the last nonce). */
+  s_offer_timeout_ms = backoff_ms(OFFER_TIMEOUT_MS, s_unanswered, OFFER_TIMEOUT_MAX_MS);
 }
 
 static void request_chunks(void) {
@@ -210,7 +228,8 @@ static void fail_download(const char* why) {
   if (s_ota_open) esp_ota_abort(s_ota);
   s_ota_open = false;
   s_phase = PHASE_IDLE;
-  s_next_check_ms = now_ms() + RETRY_AFTER_FAILURE_MS;
+  s_next_check_ms = now_ms() + backoff_ms(RETRY_AFTER_FAILURE_MS, s_failures, RETRY_MAX_MS);
+  if (s_failures < 32) s_failures++;
 }
 
 static void finish_download(void) {
@@ -247,6 +266,7 @@ static void on_offer(const char* payload, size_t len) {
   const otter_err rc =
       otter_handle_offer(&s_dev, payload, len, s_scratch, sizeof s_scratch, now_unix(), &m);
   if (rc == OTTER_E_REQ) return;
+  s_unanswered = 0; /* answered, even if refused */
   if (rc != OTTER_OK) {
     ESP_LOGW(TAG, "manifest refused: %s", otter_strerror(rc));
     send_status(OTTER_STATE_REJECTED, -1, otter_strerror(rc), NULL, "");
@@ -268,6 +288,7 @@ static void on_offer(const char* payload, size_t len) {
     s_pending_version[0] = '\0';
   }
   if (!m.update) {
+    s_failures = 0;
     if (s_ota_open) esp_ota_abort(s_ota); /* the core dropped its download too */
     s_ota_open = false;
     s_phase = PHASE_IDLE;
@@ -448,7 +469,10 @@ void app_main(void) {
     const int64_t now = now_ms();
     s_defer = true;
     if (s_connected && !s_restart_pending) {
-      if (s_phase == PHASE_WAIT_OFFER && now - s_phase_since_ms > OFFER_TIMEOUT_MS) send_check();
+      if (s_phase == PHASE_WAIT_OFFER && now - s_phase_since_ms > s_offer_timeout_ms) {
+        if (s_unanswered < 32) s_unanswered++;
+        send_check();
+      }
       if (s_phase == PHASE_DOWNLOADING && now - s_last_chunk_ms > CHUNK_TIMEOUT_MS)
         request_chunks();
       if (s_phase == PHASE_IDLE && now >= s_next_check_ms) send_check();

@@ -44,6 +44,9 @@ static const uint32_t WINDOW = 4;
 static const uint32_t OFFER_TIMEOUT_MS = 10000;
 static const uint32_t CHUNK_TIMEOUT_MS = 5000;
 static const uint32_t CHECK_INTERVAL_MS = 3600UL * 1000UL;  // when the manifest gives no retry_s
+static const uint32_t RETRY_AFTER_FAILURE_MS = 60000;       // doubles per failure in a row,
+static const uint32_t RETRY_MAX_MS = 3600UL * 1000UL;       // up to an hour
+static const uint32_t OFFER_TIMEOUT_MAX_MS = 300000;        // unanswered checks back off
 
 // ---- state ----------------------------------------------------------------------------
 static WiFiClient net;
@@ -60,6 +63,9 @@ static char topic[128];
 enum phase { IDLE, WAIT_OFFER, DOWNLOADING };
 static phase state = IDLE;
 static uint32_t phase_since = 0;
+static uint32_t offer_timeout = OFFER_TIMEOUT_MS;
+static uint32_t failures = 0;    // failed downloads in a row
+static uint32_t unanswered = 0;  // checks in a row without a verified answer
 static uint32_t last_chunk_at = 0;
 static uint32_t next_check_at = 0;
 static int reported_progress = -1;
@@ -77,6 +83,15 @@ static bool same_release(const char* a, const char* b) {
 static int random_bytes(void*, uint8_t* buf, size_t n) {
   esp_fill_random(buf, n);  // hardware RNG (true random with Wi-Fi on)
   return 0;
+}
+
+// base doubled n times, capped, plus up to 25 % random jitter: a fleet that failed together
+// (a bad image, an overloaded service) must not come back together.
+static uint32_t backoff_ms(uint32_t base, uint32_t n, uint32_t cap) {
+  uint32_t d = base;
+  for (uint32_t i = 0; i < n && d < cap; i++) d = d > cap / 2 ? cap : d * 2;
+  if (d > cap) d = cap;
+  return d + esp_random() % (d / 4 + 1);
 }
 
 static int64_t now_unix() {
@@ -104,6 +119,8 @@ static void send_check() {
   publish(OTTER_TOPIC_CHECK, n);
   state = WAIT_OFFER;
   phase_since = millis();
+  // A slow service gets longer to answer each time (a new check supersedes the last nonce).
+  offer_timeout = backoff_ms(OFFER_TIMEOUT_MS, unanswered, OFFER_TIMEOUT_MAX_MS);
 }
 
 static void request_chunks() {
@@ -119,7 +136,8 @@ static void fail_download(const char* why) {
   otter_download_abort(&dev);
   if (Update.isRunning()) Update.abort();
   state = IDLE;
-  next_check_at = millis() + 60000;
+  next_check_at = millis() + backoff_ms(RETRY_AFTER_FAILURE_MS, failures, RETRY_MAX_MS);
+  if (failures < 32) failures++;
 }
 
 static void finish_download() {
@@ -150,6 +168,7 @@ static void on_offer(const uint8_t* payload, unsigned int len) {
   const otter_err rc =
       otter_handle_offer(&dev, (const char*)payload, len, scratch, sizeof scratch, now_unix(), &m);
   if (rc == OTTER_E_REQ) return;  // an answer to an older check
+  unanswered = 0;                 // answered, even if refused
   if (rc != OTTER_OK) {
     Serial.printf("otter: manifest refused: %s\n", otter_strerror(rc));
     send_status(OTTER_STATE_REJECTED, -1, otter_strerror(rc), nullptr, "");
@@ -163,6 +182,7 @@ static void on_offer(const uint8_t* payload, unsigned int len) {
     esp_ota_mark_app_valid_cancel_rollback();
   }
   if (!m.update) {
+    failures = 0;
     if (Update.isRunning()) Update.abort();  // the core dropped its download too
     state = IDLE;
     // At most a day: millis() arithmetic below holds for delays under 24.8 days.
@@ -328,7 +348,10 @@ void loop() {
   mqtt.loop();
   if (restart_pending) return;
   const uint32_t now = millis();
-  if (state == WAIT_OFFER && now - phase_since > OFFER_TIMEOUT_MS) send_check();
+  if (state == WAIT_OFFER && now - phase_since > offer_timeout) {
+    if (unanswered < 32) unanswered++;
+    send_check();
+  }
   if (state == DOWNLOADING && now - last_chunk_at > CHUNK_TIMEOUT_MS) request_chunks();
   if (state == IDLE && (int32_t)(now - next_check_at) >= 0) send_check();
 }
