@@ -410,6 +410,23 @@ otter_err otter_semver_compare(const char* a, const char* b, int* order) {
   return OTTER_OK;
 }
 
+int otter_same_release(const char* a, const char* b) {
+  int order = 0;
+  if (!a || !b) return 0;
+  if (otter_semver_compare(a, b, &order) == OTTER_OK) return order == 0;
+  return strcmp(a, b) == 0;
+}
+
+uint32_t otter_backoff_ms(otter_device* dev, uint32_t base_ms, uint32_t failures, uint32_t cap_ms) {
+  uint32_t d = base_ms < cap_ms ? base_ms : cap_ms;
+  uint32_t i;
+  uint8_t r[4];
+  for (i = 0; i < failures && d < cap_ms; i++) d = d > cap_ms / 2 ? cap_ms : d * 2;
+  if (!dev || !dev->random || dev->random(dev->random_ctx, r, sizeof r) != 0) return d;
+  return d +
+         (((uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 | (uint32_t)r[2] << 8 | r[3]) % (d / 4 + 1));
+}
+
 /* ---- keys -------------------------------------------------------------------------- */
 
 /* SubjectPublicKeyInfo DER of a P-256 key up to its 65-byte point. */

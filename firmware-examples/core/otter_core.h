@@ -281,6 +281,14 @@ otter_err otter_semver_valid(const char* s, size_t len);
 /* *order < 0, 0, > 0 by semver precedence (build metadata ignored). OTTER_E_SEMVER if either
  * string is not a valid version. */
 otter_err otter_semver_compare(const char* a, const char* b, int* order);
+/* 1 when a and b name the same release: equal by semver precedence (build metadata ignored,
+ * "1.1.0+b7" is "1.1.0"), or byte-equal when either is not a valid version. */
+int otter_same_release(const char* a, const char* b);
+
+/* Retry delay: base_ms doubled `failures` times, at most cap_ms, plus up to 25 % jitter from
+ * the device's random source (none if it fails), so that a fleet that failed together does not
+ * come back together. */
+uint32_t otter_backoff_ms(otter_device* dev, uint32_t base_ms, uint32_t failures, uint32_t cap_ms);
 
 /* base64url without padding; OTTER_E_FIELD on any other character or an impossible length. */
 otter_err otter_base64url_decode(const char* in, size_t len, uint8_t* out, size_t cap,

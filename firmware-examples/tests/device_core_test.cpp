@@ -756,6 +756,40 @@ TEST(device_core_semver, more_precedence_rules) {
   EXPECT_EQ(otter_semver_valid("1.0.0\0", 6), OTTER_E_SEMVER);
 }
 
+TEST(device_core_semver, same_release_ignores_build_metadata) {
+  EXPECT_TRUE(otter_same_release("1.1.0+b7", "1.1.0"));
+  EXPECT_TRUE(otter_same_release("1.1.0", "1.1.0"));
+  EXPECT_FALSE(otter_same_release("1.1.0", "1.1.1"));
+  EXPECT_FALSE(otter_same_release("1.1.0-rc.1", "1.1.0"));
+  EXPECT_TRUE(otter_same_release("v1", "v1"));  // not versions: byte-equal
+  EXPECT_FALSE(otter_same_release("v1", "v1+x"));
+  EXPECT_FALSE(otter_same_release(nullptr, "1.0.0"));
+}
+
+TEST(device_core_retry, backoff_doubles_to_the_cap_with_a_quarter_of_jitter) {
+  device_fixture f;
+  fixed_random zeros{std::vector<std::uint8_t>(64, 0x00)};
+  f.dev.random = fixed_random_fn;
+  f.dev.random_ctx = &zeros;
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 60000, 0, 3600000), 60000u);
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 60000, 1, 3600000), 120000u);
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 60000, 5, 3600000), 1920000u);
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 60000, 6, 3600000), 3600000u);   // capped
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 60000, 32, 3600000), 3600000u);  // no overflow
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 4000000, 0, 3600000), 3600000u);
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 0xC0000000u, 3, 0xF0000000u), 0xF0000000u);
+
+  fixed_random ones{std::vector<std::uint8_t>(64, 0xFF)};  // the largest jitter: d / 4
+  f.dev.random_ctx = &ones;
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 10000, 0, 300000), 10000u + 0xFFFFFFFFu % 2501u);
+  EXPECT_LE(otter_backoff_ms(&f.dev, 10000, 2, 300000), 40000u + 10000u);
+
+  fixed_random empty{};  // the random source fails: no jitter
+  f.dev.random_ctx = &empty;
+  EXPECT_EQ(otter_backoff_ms(&f.dev, 10000, 2, 300000), 40000u);
+  EXPECT_EQ(otter_backoff_ms(nullptr, 10000, 1, 300000), 20000u);
+}
+
 TEST(device_core_base64url, decodes_and_refuses) {
   std::uint8_t out[8];
   std::size_t n = 0;

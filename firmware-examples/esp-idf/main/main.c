@@ -104,24 +104,6 @@ static int64_t now_ms(void) {
   return esp_timer_get_time() / 1000;
 }
 
-/* PROTOCOL.md: build metadata is ignored, so "1.1.0+b7" and "1.1.0" are the same release. */
-static bool same_release(const char* a, const char* b) {
-  int order = 0;
-  if (otter_semver_compare(a, b, &order) == OTTER_OK) return order == 0;
-  return strcmp(a, b) == 0;
-}
-
-/* base doubled n times, capped, plus up to 25 % random jitter: a fleet that failed together
- * (a bad image, an overloaded service) must not come back together. */
-static int64_t backoff_ms(int64_t base, uint32_t n, int64_t cap) {
-  int64_t d = base;
-  for (uint32_t i = 0; i < n && d < cap; i++) d *= 2;
-  if (d > cap) d = cap;
-  uint32_t r = 0;
-  esp_fill_random(&r, sizeof r);
-  return d + (int64_t)(r % (uint32_t)(d / 4 + 1));
-}
-
 static int random_bytes(void* ctx, uint8_t* out, size_t n) {
   (void)ctx;
   esp_fill_random(out, n);
@@ -164,7 +146,8 @@ static void send_check(void) {
   s_phase = PHASE_WAIT_OFFER;
   s_phase_since_ms = now_ms();
   /* A slow service gets longer to answer each time (a new check supersedes the last nonce). */
-  s_offer_timeout_ms = backoff_ms(OFFER_TIMEOUT_MS, s_unanswered, OFFER_TIMEOUT_MAX_MS);
+  s_offer_timeout_ms =
+      otter_backoff_ms(&s_dev, OFFER_TIMEOUT_MS, s_unanswered, OFFER_TIMEOUT_MAX_MS);
 }
 
 static void request_chunks(void) {
@@ -205,7 +188,7 @@ static void store_pending(const char* version, const char* rollout) {
 /* An image was installed but another one runs: the bootloader rolled back. */
 static void report_rollback_if_any(void) {
   const char* running = esp_app_get_description()->version;
-  if (s_pending_version[0] == '\0' || same_release(s_pending_version, running)) return;
+  if (s_pending_version[0] == '\0' || otter_same_release(s_pending_version, running)) return;
   char why[160];
   const esp_partition_t* invalid = esp_ota_get_last_invalid_partition();
   esp_app_desc_t desc;
@@ -228,7 +211,8 @@ static void fail_download(const char* why) {
   if (s_ota_open) esp_ota_abort(s_ota);
   s_ota_open = false;
   s_phase = PHASE_IDLE;
-  s_next_check_ms = now_ms() + backoff_ms(RETRY_AFTER_FAILURE_MS, s_failures, RETRY_MAX_MS);
+  s_next_check_ms =
+      now_ms() + otter_backoff_ms(&s_dev, RETRY_AFTER_FAILURE_MS, s_failures, RETRY_MAX_MS);
   if (s_failures < 32) s_failures++;
 }
 
@@ -254,7 +238,6 @@ static void finish_download(void) {
   }
   ESP_LOGI(TAG, "installed %s, restarting", s_dev.manifest.version);
   s_phase = PHASE_IDLE;
-  s_next_check_ms = INT64_MAX;
   /* The app task restarts once the statuses are out; nothing else is sent meanwhile, so a
    * reconnect cannot start the same download again into the slot just installed. */
   s_restart_pending = true;
@@ -282,7 +265,7 @@ static void on_offer(const char* payload, size_t len) {
   /* Reported apart from confirming: without rollback, or after a reset between confirming and
    * sending, the image is already valid and the note must still turn into "success". */
   const char* running = esp_app_get_description()->version;
-  if (s_pending_version[0] && same_release(s_pending_version, running)) {
+  if (s_pending_version[0] && otter_same_release(s_pending_version, running)) {
     send_status(OTTER_STATE_SUCCESS, -1, NULL, running, s_pending_rollout);
     store_pending(NULL, NULL);
     s_pending_version[0] = '\0';
@@ -439,8 +422,8 @@ void app_main(void) {
   if (esp_ota_get_state_partition(running, &state) == ESP_OK && state == ESP_OTA_IMG_PENDING_VERIFY)
     ESP_LOGI(TAG, "first boot of %s: confirming after the first verified check", cfg.version);
   else
-    s_confirmed = true;            /* an image that is already valid has nothing to confirm */
-  s_next_check_ms = INT64_MAX - 1; /* the first check goes out when MQTT connects */
+    s_confirmed = true;        /* an image that is already valid has nothing to confirm */
+  s_next_check_ms = INT64_MAX; /* the first check goes out when MQTT connects */
   ESP_LOGI(TAG, "%s running %s", s_id, cfg.version);
 
   esp_mqtt_client_config_t mqtt_cfg = {

@@ -73,25 +73,9 @@ static bool checked_once = false;
 static bool restart_pending = false;  // installed: restart from loop(), not from a callback
 static uint32_t restart_at = 0;
 
-// PROTOCOL.md: build metadata is ignored, so "1.1.0+b7" and "1.1.0" are the same release.
-static bool same_release(const char* a, const char* b) {
-  int order = 0;
-  if (otter_semver_compare(a, b, &order) == OTTER_OK) return order == 0;
-  return strcmp(a, b) == 0;
-}
-
 static int random_bytes(void*, uint8_t* buf, size_t n) {
   esp_fill_random(buf, n);  // hardware RNG (true random with Wi-Fi on)
   return 0;
-}
-
-// base doubled n times, capped, plus up to 25 % random jitter: a fleet that failed together
-// (a bad image, an overloaded service) must not come back together.
-static uint32_t backoff_ms(uint32_t base, uint32_t n, uint32_t cap) {
-  uint32_t d = base;
-  for (uint32_t i = 0; i < n && d < cap; i++) d = d > cap / 2 ? cap : d * 2;
-  if (d > cap) d = cap;
-  return d + esp_random() % (d / 4 + 1);
 }
 
 static int64_t now_unix() {
@@ -120,7 +104,7 @@ static void send_check() {
   state = WAIT_OFFER;
   phase_since = millis();
   // A slow service gets longer to answer each time (a new check supersedes the last nonce).
-  offer_timeout = backoff_ms(OFFER_TIMEOUT_MS, unanswered, OFFER_TIMEOUT_MAX_MS);
+  offer_timeout = otter_backoff_ms(&dev, OFFER_TIMEOUT_MS, unanswered, OFFER_TIMEOUT_MAX_MS);
 }
 
 static void request_chunks() {
@@ -136,7 +120,7 @@ static void fail_download(const char* why) {
   otter_download_abort(&dev);
   if (Update.isRunning()) Update.abort();
   state = IDLE;
-  next_check_at = millis() + backoff_ms(RETRY_AFTER_FAILURE_MS, failures, RETRY_MAX_MS);
+  next_check_at = millis() + otter_backoff_ms(&dev, RETRY_AFTER_FAILURE_MS, failures, RETRY_MAX_MS);
   if (failures < 32) failures++;
 }
 
@@ -267,7 +251,7 @@ static void report_boot() {
   String pending = prefs.getString("pending", "");
   if (pending.length() == 0) return;
   String rollout = prefs.getString("rollout", "");
-  if (same_release(pending.c_str(), FW_VERSION)) {
+  if (otter_same_release(pending.c_str(), FW_VERSION)) {
     send_status(OTTER_STATE_SUCCESS, -1, nullptr, FW_VERSION, rollout.c_str());
   } else {
     char why[160];
