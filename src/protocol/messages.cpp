@@ -27,12 +27,14 @@ constexpr std::array<std::pair<status_state, std::string_view>, 7> kStates{{
 }};
 
 // nlohmann's what() starts with "[json.exception.parse_error.101] ", noise to a device author.
+// nlohmann's message quotes the bytes it last read, which can end inside a multi-byte
+// character of a valid payload: escaped, so that the answer quoting it is valid JSON.
 std::string without_exception_tag(std::string_view what) {
   if (what.starts_with("[json.exception.")) {
     const auto end = what.find("] ");
     if (end != std::string_view::npos) what.remove_prefix(end + 2);
   }
-  return std::string(what);
+  return escape_invalid_utf8(what);
 }
 
 result<status_state> read_state(const json& v, std::string_view name) {
@@ -64,6 +66,9 @@ result<json> parse_object(std::string_view payload, std::size_t max_bytes) {
                                              " bytes; the limit is " + std::to_string(max_bytes));
   if (!valid_utf8(payload))
     return make_error(errc::bad_request, "malformed JSON: payload is not valid UTF-8");
+  // JSON text has no raw NUL, and nlohmann would stop reading at one: "{...}\0junk" passes.
+  if (payload.find('\0') != std::string_view::npos)
+    return make_error(errc::bad_request, "malformed JSON: payload contains a NUL byte");
   json j;
   try {
     j = json::parse(payload.begin(), payload.end());
@@ -72,6 +77,10 @@ result<json> parse_object(std::string_view payload, std::size_t max_bytes) {
   }
   if (!j.is_object()) return make_error(errc::bad_request, "payload must be a JSON object");
   return j;
+}
+
+std::string to_wire(const json& message) {
+  return message.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::optional<std::string> peek_string(const json& obj, const char* key) {

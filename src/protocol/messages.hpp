@@ -18,6 +18,11 @@ using attr_map = std::map<std::string, std::string>;
 // not an object. The message says which.
 result<nlohmann::json> parse_object(std::string_view payload, std::size_t max_bytes = 16 * 1024);
 
+// A message as it goes on the wire. Text that reaches an answer is valid UTF-8 by construction
+// (tests/fuzz checks it); should a bug let a bad byte through, it becomes U+FFFD instead of an
+// exception that would leave the device or operator without an answer.
+std::string to_wire(const nlohmann::json& message);
+
 // The correlation field (e.g. "req" or "id") if present and a string of 1..64 characters,
 // so that an error about an otherwise bad message can still name it.
 std::optional<std::string> peek_string(const nlohmann::json& obj, const char* key);

@@ -144,7 +144,7 @@ void admin_handler::respond(const std::string& op, const nlohmann::json& id,
   } else {
     answer["error"] = {{"code", to_string(r.error().code)}, {"message", r.error().message}};
   }
-  d_.out.publish(d_.topics.admin_response(op), answer.dump(), 1, false);
+  d_.out.publish(d_.topics.admin_response(op), protocol::to_wire(answer), 1, false);
 }
 
 void admin_handler::record_operator_event(const std::string& kind, const std::string& op,

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "protocol/messages.hpp"
 #include "service/manifest.hpp"
 
 namespace otter::service {
@@ -233,7 +234,7 @@ void chunk_server::serve(const job& j) {
     spdlog::error("decision=chunk_failed device={} file={} reason=\"image file missing\"", j.device,
                   j.file);
     nlohmann::json err = {{"code", "internal"}, {"message", "the image cannot be read"}};
-    out_.publish(topics_.error(j.device), err.dump(), 1, false);
+    out_.publish(topics_.error(j.device), protocol::to_wire(err), 1, false);
     return;
   }
   std::string buf;

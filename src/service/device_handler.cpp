@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "crypto/jws.hpp"
+#include "protocol/messages.hpp"
 
 namespace otter::service {
 
@@ -37,7 +38,7 @@ void device_handler::refuse(const std::string& device, const std::optional<std::
   if (req) e.data["req"] = *req;
   set.events.push_back(std::move(e));
   if (!d_.records.submit(std::move(set))) d_.counters.unavailable++;
-  d_.out.publish(d_.topics.error(device), answer.dump(), 1, false);
+  d_.out.publish(d_.topics.error(device), protocol::to_wire(answer), 1, false);
 }
 
 void device_handler::handle(const protocol::parsed_topic& topic, std::string_view payload) {
@@ -161,7 +162,7 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   answer["req"] = m.req;
   answer["update"] = decision.has_value();
   answer["manifest"] = manifest;
-  d_.out.publish(d_.topics.offer(device), answer.dump(), 1, false);
+  d_.out.publish(d_.topics.offer(device), protocol::to_wire(answer), 1, false);
 
   if (decision) {
     d_.counters.offers++;

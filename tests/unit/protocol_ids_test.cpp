@@ -4,6 +4,7 @@
 
 #include "protocol/ids.hpp"
 
+using otter::protocol::escape_invalid_utf8;
 using otter::protocol::valid_hex;
 using otter::protocol::valid_name;
 using otter::protocol::valid_sha256_hex;
@@ -107,4 +108,13 @@ TEST(ids, valid_utf8_refuses_truncated_and_stray_bytes) {
   EXPECT_FALSE(valid_utf8("\xe2\x82\x28"));
   EXPECT_FALSE(valid_utf8("\xf0\x9f\x28\x80"));
   EXPECT_FALSE(valid_utf8("\xf0\x9f\x98\x28"));
+}
+
+TEST(ids, escape_invalid_utf8_keeps_characters_and_escapes_stray_bytes) {
+  EXPECT_EQ(escape_invalid_utf8("plain é €"), "plain é €");
+  EXPECT_EQ(escape_invalid_utf8("last read: '\xc3'"), "last read: '\\xC3'");
+  EXPECT_EQ(escape_invalid_utf8("\xe2\x82"), "\\xE2\\x82");
+  EXPECT_EQ(escape_invalid_utf8("\xed\xa0\x80ok"), "\\xED\\xA0\\x80ok");  // a surrogate
+  EXPECT_EQ(escape_invalid_utf8(std::string_view("a\0b", 3)), std::string("a\0b", 3));
+  EXPECT_TRUE(valid_utf8(escape_invalid_utf8("\xff\xfe\xc0\xaf\xf4\x90\x80\x80")));
 }

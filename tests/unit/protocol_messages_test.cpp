@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 
+#include "protocol/ids.hpp"
 #include "protocol/messages.hpp"
 #include "support/refused.hpp"
 
@@ -94,6 +95,32 @@ TEST(messages_parse_object, invalid_utf8) {
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, errc::bad_request);
     EXPECT_TRUE(r.error().message.starts_with("malformed JSON: ")) << r.error().message;
+  }
+}
+
+TEST(messages_parse_object, error_message_is_valid_utf8_when_parsing_stops_inside_a_character) {
+  // Valid UTF-8 whose syntax error sits on a multi-byte character: nlohmann quotes the bytes
+  // it read, half a character; the message (sent back as JSON) escapes them. Found by tests/fuzz.
+  for (const std::string p :
+       {"{\"a\": \xc3\xa9}", "{\"id\":\"x\",\"cmd\":\xe2\x82\xac}", "{\xf0\x9f\x98\x80: 1}"}) {
+    ASSERT_TRUE(valid_utf8(p));
+    const auto r = parse_object(p);
+    ASSERT_FALSE(r.ok()) << p;
+    EXPECT_TRUE(valid_utf8(r.error().message)) << r.error().message;
+    EXPECT_NE(r.error().message.find("\\x"), std::string::npos) << r.error().message;
+    const json answer = {{"message", r.error().message}};
+    EXPECT_NO_THROW((void)answer.dump());
+  }
+}
+
+TEST(messages_parse_object, nul_byte_is_malformed) {
+  // nlohmann stops reading at a NUL byte, so "{...}\0garbage" would pass as "{...}".
+  for (const std::string p : {std::string("{\"a\": 1}\0x", 11), std::string("{\"a\": 1}\0", 10),
+                              std::string("{\"a\"\0: 1}", 10)}) {
+    const auto r = parse_object(p);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, errc::bad_request);
+    EXPECT_EQ(r.error().message, "malformed JSON: payload contains a NUL byte");
   }
 }
 
