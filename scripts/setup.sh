@@ -14,6 +14,7 @@ PACKAGES=(
   libssl-dev openssl libcpp-httplib-dev libmbedtls-dev
   nodejs node-ajv
   clang-format
+  clang libclang-rt-14-dev
 )
 
 missing=()

@@ -4,6 +4,9 @@
 #
 #   OTTER_BUILD_DIR    build folder (default build-ci, relative to the checkout)
 #   OTTER_TEST_TIMEOUT per-test timeout in seconds (default 300)
+#   OTTER_FUZZ_SECONDS how long each libFuzzer target runs after the tests (default 30; 0 skips
+#                      the clang build in build-fuzz; the sanitizer build replays the seeds
+#                      either way)
 #   OTTER_STACK_DIR    the stack's folder (default <checkout>/.stack-test, ports 18840 and
 #                      15442: not the demo's .stack, whose otterd would answer the test
 #                      devices' checks too); OTTER_STACK_MQTT_PORT, OTTER_STACK_PG_PORT: see
@@ -47,4 +50,28 @@ echo "== tests"
 rc=0
 ctest --test-dir "$BUILD_DIR" --output-on-failure --timeout "$TIMEOUT" \
   --parallel "$JOBS" --no-tests=error "$@" || rc=$?
+
+# libFuzzer on every parser of network input (tests/fuzz), for a bounded time. Only for a full
+# run: with ctest arguments (a selection) the caller asked for something narrower.
+FUZZ_SECONDS=${OTTER_FUZZ_SECONDS:-30}
+if [[ $# -eq 0 && "$FUZZ_SECONDS" != 0 ]]; then
+  echo "== fuzz (build-fuzz, ${FUZZ_SECONDS} s per target)"
+  fuzz_rc=0
+  cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DOTTER_FUZZ=ON -DOTTER_WERROR=ON -DOTTER_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DOTTER_FUZZ_SECONDS="$FUZZ_SECONDS" >/dev/null || fuzz_rc=$?
+  if [[ $fuzz_rc -eq 0 ]]; then
+    cmake --build build-fuzz -j"$JOBS" --target otter_fuzz_protocol otter_fuzz_device_core \
+      otter_fuzz_http || fuzz_rc=$?
+  fi
+  if [[ $fuzz_rc -eq 0 ]]; then
+    ctest --test-dir build-fuzz -L fuzz --output-on-failure --parallel "$JOBS" \
+      --timeout $((FUZZ_SECONDS * 3 + 60)) || fuzz_rc=$?
+  fi
+  if [[ $fuzz_rc -ne 0 ]]; then
+    echo "fuzz: FAILED; a crashing input is in build-fuzz/tests/fuzz/crashes/ (replay it with"
+    echo "      build-fuzz/tests/fuzz/otter_fuzz_<target> FILE, then add it to tests/fuzz/corpus/)"
+    [[ $rc -eq 0 ]] && rc=$fuzz_rc
+  fi
+fi
 exit "$rc"

@@ -228,7 +228,8 @@ otter_err otter_build_status(otter_device* dev, const otter_status* st, char* bu
 /* Handles an offer payload: JSON checks, req, then the manifest (signature with a pinned key,
  * header, sub, nonce, exp, and for updates model, version and the download claims).
  * now: unix seconds, or 0 when the device does not know the time (exp is then not checked).
- * scratch: room for the decoded manifest (its length is enough).
+ * scratch: holds the manifest text and then its decoded parts; twice the payload length is
+ * always enough (OTTER_E_TOO_LARGE when it is too small).
  * OTTER_OK: accepted, *out (may be NULL) and dev->manifest hold it; for an update the download
  * is set up (kept, with its progress, if it is the same image as the one in progress); an
  * update:false answer ends any download in progress.
