@@ -58,11 +58,12 @@ if [[ $# -eq 0 && "$FUZZ_SECONDS" != 0 ]]; then
   echo "== fuzz (build-fuzz, ${FUZZ_SECONDS} s per target)"
   fuzz_rc=0
   cmake -S . -B build-fuzz -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-    -DOTTER_FUZZ=ON -DOTTER_WERROR=ON -DOTTER_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DOTTER_FUZZ=ON -DOTTER_WERROR=ON -DOTTER_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=None \
+    -DCMAKE_C_FLAGS="-O1 -gline-tables-only" -DCMAKE_CXX_FLAGS="-O1 -gline-tables-only" \
     -DOTTER_FUZZ_SECONDS="$FUZZ_SECONDS" >/dev/null || fuzz_rc=$?
   if [[ $fuzz_rc -eq 0 ]]; then
     cmake --build build-fuzz -j"$JOBS" --target otter_fuzz_protocol otter_fuzz_device_core \
-      otter_fuzz_http || fuzz_rc=$?
+      otter_fuzz_http otter_fuzz_service || fuzz_rc=$?
   fi
   if [[ $fuzz_rc -eq 0 ]]; then
     ctest --test-dir build-fuzz -L fuzz --output-on-failure --parallel "$JOBS" \
