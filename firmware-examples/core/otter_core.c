@@ -682,11 +682,17 @@ otter_err otter_build_status(otter_device* dev, const otter_status* st, char* bu
       (!st->error || st->error[0] == '\0'))
     return OTTER_E_ARG;
   if (st->error && !otter_utf8_valid(st->error, strlen(st->error))) return OTTER_E_ARG;
-  version = st->version ? st->version
-                        : (dev->have_manifest && dev->manifest.update ? dev->manifest.version
-                                                                      : dev->version);
+  if (st->state == OTTER_STATE_REJECTED) {
+    version =
+        st->version ? st->version : (dev->refused_version[0] ? dev->refused_version : dev->version);
+    rollout = st->rollout ? st->rollout : dev->refused_rollout;
+  } else {
+    version = st->version ? st->version
+                          : (dev->have_manifest && dev->manifest.update ? dev->manifest.version
+                                                                        : dev->version);
+    rollout = st->rollout ? st->rollout : (dev->have_manifest ? dev->manifest.rollout : "");
+  }
   if (otter_semver_valid(version, strlen(version)) != OTTER_OK) return OTTER_E_ARG;
-  rollout = st->rollout ? st->rollout : (dev->have_manifest ? dev->manifest.rollout : "");
   if (!otter_utf8_valid(rollout, strlen(rollout))) return OTTER_E_ARG;
   next_req(dev, 's', req);
   put_lit(&w, "{");
@@ -940,6 +946,13 @@ static otter_err verify_manifest(otter_device* dev, const char* jws, size_t n, u
   if (rc != OTTER_OK || strlen(text) != OTTER_NONCE_HEX ||
       !equal_ct(text, dev->nonce, OTTER_NONCE_HEX))
     return OTTER_E_NONCE;
+  /* Signed and answering this check: should a later rule refuse it, the "rejected" report
+   * names the release and rollout it refused, so the service counts it in that rollout. */
+  if (get_str(claims, "version", dev->refused_version, sizeof dev->refused_version) != OTTER_OK ||
+      otter_semver_valid(dev->refused_version, strlen(dev->refused_version)) != OTTER_OK)
+    dev->refused_version[0] = '\0';
+  if (get_str(claims, "rollout", dev->refused_rollout, sizeof dev->refused_rollout) != OTTER_OK)
+    dev->refused_rollout[0] = '\0';
   if ((rc = get_i64(claims, "exp", &m->exp)) != OTTER_OK) return rc;
   if (now > 0 && now >= m->exp) return OTTER_E_EXPIRED;
   if (otter_json_member(claims, "iat", &v) == OTTER_OK && otter_json_i64(v, &m->iat) != OTTER_OK)
@@ -977,6 +990,8 @@ otter_err otter_handle_offer(otter_device* dev, const char* payload, size_t len,
   }
   /* From here on the answer to the outstanding check: it is consumed whatever it says. */
   dev->check_pending = 0;
+  dev->refused_version[0] = '\0';
+  dev->refused_rollout[0] = '\0';
   if (otter_json_member(doc, "update", &v) != OTTER_OK || otter_json_bool(v, &update) != OTTER_OK)
     return OTTER_E_FIELD;
   if (otter_json_member(doc, "manifest", &v) != OTTER_OK) return OTTER_E_FIELD;
@@ -1007,6 +1022,8 @@ otter_err otter_handle_offer(otter_device* dev, const char* payload, size_t len,
   }
   dev->manifest = m;
   dev->have_manifest = 1;
+  dev->refused_version[0] = '\0';
+  dev->refused_rollout[0] = '\0';
   if (out) *out = m;
   return OTTER_OK;
 }

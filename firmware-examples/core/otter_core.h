@@ -166,6 +166,10 @@ typedef struct otter_device {
   char nonce[OTTER_NONCE_HEX + 1];
   int have_manifest;
   otter_manifest manifest; /* the last accepted one */
+  /* The last refused offer's version and rollout, when its signed claims were for this check
+   * and named them ("" otherwise): what a "rejected" status reports. */
+  char refused_version[OTTER_VERSION_MAX + 1];
+  char refused_rollout[OTTER_ROLLOUT_MAX + 1];
   otter_download dl;
 } otter_device;
 
@@ -216,10 +220,14 @@ const char* otter_state_name(otter_state state);
 
 typedef struct otter_status {
   otter_state state;
-  int progress;        /* 0..100, or -1 to omit */
-  const char* error;   /* required with failed, rejected, rolled_back; cut to 256 bytes */
-  const char* version; /* NULL: the accepted manifest's version, else the running one */
-  const char* rollout; /* NULL: the accepted manifest's rollout, if any; "" omits it */
+  int progress;      /* 0..100, or -1 to omit */
+  const char* error; /* required with failed, rejected, rolled_back; cut to 256 bytes */
+  /* NULL: the accepted manifest's version, else the running one; for "rejected", the refused
+   * offer's version when its signed claims named one, else the running one. */
+  const char* version;
+  /* NULL: the accepted manifest's rollout, if any; for "rejected", the refused offer's, if
+   * any. "" omits it. */
+  const char* rollout;
 } otter_status;
 
 otter_err otter_build_status(otter_device* dev, const otter_status* st, char* buf, size_t cap,

@@ -595,6 +595,63 @@ TEST(device_core_messages, status_defaults_to_the_accepted_manifest) {
   EXPECT_FALSE(json::parse(std::string(buf, n)).contains("rollout"));
 }
 
+TEST(device_core_messages, rejected_names_the_refused_offer_when_it_was_signed_for_this_check) {
+  // The service counts a "rejected" report in a rollout by its rollout (or its version): the
+  // report must name the offer refused, not the running version or an older accepted manifest.
+  device_fixture f;
+  auto [req0, nonce0] = f.check();
+  ASSERT_EQ(f.handle(f.offer(
+                req0, true,
+                sign_jws(f.key, default_header(f.key), f.update_claims(nonce0, kSha, 5, "1.0.5")))),
+            OTTER_OK);
+  auto rejected = [&]() {
+    char buf[512];
+    std::size_t n = 0;
+    otter_status st{OTTER_STATE_REJECTED, -1, "refused", nullptr, nullptr};
+    EXPECT_EQ(otter_build_status(&f.dev, &st, buf, sizeof buf, &n), OTTER_OK);
+    return json::parse(std::string(buf, n));
+  };
+
+  // Signed for this check, refused by a later rule (another model): its version and rollout.
+  auto [req, nonce] = f.check();
+  auto claims = f.update_claims(nonce, kSha, 5, "2.0.0");
+  claims["model"] = "esp8266";
+  claims["rollout"] = "42";
+  ASSERT_EQ(f.handle(f.offer(req, true, sign_jws(f.key, default_header(f.key), claims))),
+            OTTER_E_MODEL);
+  auto j = rejected();
+  EXPECT_EQ(j["version"], "2.0.0");
+  EXPECT_EQ(j["rollout"], "42");
+
+  // Not for this check (another nonce): nothing it says is trusted, the running version.
+  auto [req2, nonce2] = f.check();
+  (void)nonce2;
+  ASSERT_EQ(f.handle(f.offer(
+                req2, true,
+                sign_jws(f.key, default_header(f.key),
+                         f.update_claims("0123456789abcdef0123456789abcdef", kSha, 5, "3.0.0")))),
+            OTTER_E_NONCE);
+  j = rejected();
+  EXPECT_EQ(j["version"], "1.0.0");
+  EXPECT_FALSE(j.contains("rollout"));
+
+  // A bad signature: the same.
+  auto [req3, nonce3] = f.check();
+  crypto::ec_key other = crypto::ec_key::generate();
+  ASSERT_EQ(f.handle(f.offer(
+                req3, true,
+                sign_jws(other, default_header(f.key), f.update_claims(nonce3, kSha, 5, "3.0.0")))),
+            OTTER_E_SIGNATURE);
+  EXPECT_EQ(rejected()["version"], "1.0.0");
+
+  // Other states still default to the accepted manifest.
+  char buf[512];
+  std::size_t n = 0;
+  otter_status st{OTTER_STATE_DOWNLOADING, 0, nullptr, nullptr, nullptr};
+  ASSERT_EQ(otter_build_status(&f.dev, &st, buf, sizeof buf, &n), OTTER_OK);
+  EXPECT_EQ(json::parse(std::string(buf, n))["version"], "1.0.5");
+}
+
 TEST(device_core_messages, long_errors_are_cut_on_a_character_boundary) {
   device_fixture f;
   std::string err;

@@ -252,7 +252,8 @@ static void on_offer(const char* payload, size_t len) {
   s_unanswered = 0; /* answered, even if refused */
   if (rc != OTTER_OK) {
     ESP_LOGW(TAG, "manifest refused: %s", otter_strerror(rc));
-    send_status(OTTER_STATE_REJECTED, -1, otter_strerror(rc), NULL, "");
+    /* NULL, NULL: the refused offer's version and rollout when they are known (otter_core.h). */
+    send_status(OTTER_STATE_REJECTED, -1, otter_strerror(rc), NULL, NULL);
     s_phase = PHASE_IDLE;
     s_next_check_ms = now_ms() + CHECK_INTERVAL_MS;
     return;

@@ -155,7 +155,8 @@ static void on_offer(const uint8_t* payload, unsigned int len) {
   unanswered = 0;                 // answered, even if refused
   if (rc != OTTER_OK) {
     Serial.printf("otter: manifest refused: %s\n", otter_strerror(rc));
-    send_status(OTTER_STATE_REJECTED, -1, otter_strerror(rc), nullptr, "");
+    // nullptr, nullptr: the refused offer's version and rollout when known (otter_core.h).
+    send_status(OTTER_STATE_REJECTED, -1, otter_strerror(rc), nullptr, nullptr);
     state = IDLE;
     next_check_at = millis() + CHECK_INTERVAL_MS;
     return;
