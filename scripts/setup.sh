@@ -24,6 +24,11 @@ for pkg in "${PACKAGES[@]}"; do
     missing+=("$pkg")
   fi
 done
+# npm installs Node-RED for its integration test (scripts/test.sh). Debian packages it apart
+# from nodejs; a nodejs from NodeSource ships its own npm, and Debian's npm would conflict.
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(npm)
+fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   echo "setup: all packages present"

@@ -38,6 +38,23 @@ cmake -S . -B "$BUILD_DIR" -G Ninja \
   -DOTTER_SANITIZE=ON -DOTTER_WERROR=ON -DCMAKE_BUILD_TYPE=Debug
 cmake --build "$BUILD_DIR" -j"$JOBS"
 
+# Node-RED for tests/integration/node_red_test.cpp: the versions locked in
+# tests/dashboards/node-red, from npm, into the build folder; again only when the lock changed.
+echo "== node-red ($BUILD_DIR/node-red)"
+NODE_RED_DIR="$ROOT/$BUILD_DIR/node-red"
+LOCK=tests/dashboards/node-red/package-lock.json
+if [[ ! -d "$NODE_RED_DIR/node_modules/node-red" ]] || ! cmp -s "$LOCK" "$NODE_RED_DIR/package-lock.json"; then
+  rm -rf "$NODE_RED_DIR"
+  mkdir -p "$NODE_RED_DIR"
+  cp tests/dashboards/node-red/package.json "$LOCK" "$NODE_RED_DIR/"
+  if ! (cd "$NODE_RED_DIR" && npm ci --no-audit --no-fund --loglevel=error ||
+        (sleep 5 && npm ci --no-audit --no-fund --loglevel=error)); then
+    echo "test: npm ci of $LOCK failed (is registry.npmjs.org reachable?)" >&2
+    exit 1
+  fi
+fi
+export OTTER_NODE_RED_DIR="$NODE_RED_DIR"
+
 echo "== stack"
 # shellcheck source=scripts/stack-for-run.sh
 source scripts/stack-for-run.sh
