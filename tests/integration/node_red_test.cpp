@@ -31,10 +31,10 @@ TEST_F(node_red_test, flow_summarises_otterd_status_events_and_alerts_once) {
   const std::string host = url.substr(6, colon - 6);
   const std::string port = url.substr(colon + 1);
 
-  child_process red({"node", std::string(OTTER_SOURCE_DIR) + "/tests/dashboards/node_red_runtime.js",
-                     OTTER_SOURCE_DIR, deps, host, port, "viewer1"},
-                    {{"OTTER_NODE_RED_MQTT_PASSWORD", env_.operator_password}},
-                    dir_ / "node-red.log");
+  child_process red(
+      {"node", std::string(OTTER_SOURCE_DIR) + "/tests/dashboards/node_red_runtime.js",
+       OTTER_SOURCE_DIR, deps, host, port, "viewer1"},
+      {{"OTTER_NODE_RED_MQTT_PASSWORD", env_.operator_password}}, dir_ / "node-red.log");
   ASSERT_TRUE(red.wait_for_log({"ready"}, 60s)) << red.log_tail();
 
   add_release(kModel, "1.1.0", std::string(2000, 'r'));
@@ -52,8 +52,8 @@ TEST_F(node_red_test, flow_summarises_otterd_status_events_and_alerts_once) {
     auto o = d.check(*pub_, kModel, "1.0.0");
     ASSERT_TRUE(o && o->answer["update"] == true) << d.last_error.dump();
     if (i < kFailed)
-      d.status({{"version", "1.1.0"}, {"state", "failed"}, {"error", "flash write"},
-                {"rollout", rid}});
+      d.status(
+          {{"version", "1.1.0"}, {"state", "failed"}, {"error", "flash write"}, {"rollout", rid}});
     else
       d.status({{"version", "1.1.0"}, {"state", "success"}, {"rollout", rid}});
   }

@@ -116,7 +116,7 @@ TEST(messages_parse_object, error_message_is_valid_utf8_when_parsing_stops_insid
 TEST(messages_parse_object, nul_byte_is_malformed) {
   // nlohmann stops reading at a NUL byte, so "{...}\0garbage" would pass as "{...}".
   for (const std::string& p : {std::string("{\"a\": 1}\0x", 11), std::string("{\"a\": 1}\0", 10),
-                              std::string("{\"a\"\0: 1}", 10)}) {
+                               std::string("{\"a\"\0: 1}", 10)}) {
     const auto r = parse_object(p);
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.error().code, errc::bad_request);
