@@ -92,6 +92,68 @@ std::optional<std::string> peek_string(const json& obj, const char* key) {
   return std::move(s).value();
 }
 
+namespace {
+
+// SAX events up to the first top-level `key`: its value is kept when it is a string, and the
+// parse stops there, so an oversized or broken payload costs no more than reaching it.
+class key_peeker final : public json::json_sax_t {
+ public:
+  explicit key_peeker(std::string_view key) : key_(key) {}
+  std::optional<std::string> found;
+
+  bool null() override { return value(); }
+  bool boolean(bool) override { return value(); }
+  bool number_integer(number_integer_t) override { return value(); }
+  bool number_unsigned(number_unsigned_t) override { return value(); }
+  bool number_float(number_float_t, const string_t&) override { return value(); }
+  bool string(string_t& s) override {
+    if (wanted_) {
+      found = s;
+      return false;
+    }
+    return value();
+  }
+  bool binary(binary_t&) override { return value(); }
+  bool start_object(std::size_t) override { return open(); }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(); }
+  bool end_array() override { return close(); }
+  bool key(string_t& k) override {
+    wanted_ = depth_ == 1 && k == key_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+ private:
+  bool value() { return !wanted_; }  // the key's value is not a string: stop, nothing found
+  bool open() {
+    if (wanted_) return false;
+    ++depth_;
+    return true;
+  }
+  bool close() {
+    --depth_;
+    return true;
+  }
+  std::string_view key_;
+  int depth_ = 0;
+  bool wanted_ = false;
+};
+
+}  // namespace
+
+std::optional<std::string> peek_string_unparsed(std::string_view payload, const char* key) {
+  constexpr std::size_t kScan = 64 * 1024;
+  const std::string_view head = payload.substr(0, kScan);
+  key_peeker sax(key);
+  // The head of an oversized payload ends mid-document: a parse error after the key is fine.
+  (void)json::sax_parse(head.begin(), head.end(), &sax, json::input_format_t::json, false);
+  if (!sax.found) return std::nullopt;
+  return peek_string(json{{key, *sax.found}}, key);  // the same rules as for parsed payloads
+}
+
 result<check_msg> parse_check(const json& obj) {
   if (!obj.is_object()) return make_error(errc::bad_request, "payload must be a JSON object");
   detail::field_reader r(obj);

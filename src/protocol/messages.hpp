@@ -18,6 +18,11 @@ using attr_map = std::map<std::string, std::string>;
 // not an object. The message says which.
 result<nlohmann::json> parse_object(std::string_view payload, std::size_t max_bytes = 16 * 1024);
 
+// The same for a payload parse_object refused (too large, malformed): the top-level string
+// `key` if the parser read it before the problem, within the first 64 KiB. PROTOCOL.md: an
+// error's `req` is "the offending message's where it could be read". No document is built.
+std::optional<std::string> peek_string_unparsed(std::string_view payload, const char* key);
+
 // A message as it goes on the wire. Text that reaches an answer is valid UTF-8 by construction
 // (tests/fuzz checks it); should a bug let a bad byte through, it becomes U+FFFD instead of an
 // exception that would leave the device or operator without an answer.

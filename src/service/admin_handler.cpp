@@ -186,6 +186,7 @@ void admin_handler::handle_request(const std::string& op, std::string_view paylo
   nlohmann::json id = nullptr;
   auto obj = protocol::parse_object(payload);
   if (!obj) {
+    if (auto peek = protocol::peek_string_unparsed(payload, "id")) id = *peek;
     record_command(op, id, "", nullptr, obj.error(), std::nullopt);
     return respond(op, id, obj.error());
   }

@@ -62,7 +62,8 @@ void device_handler::handle(const protocol::parsed_topic& topic, std::string_vie
                   what);
   }
   auto obj = protocol::parse_object(payload);
-  if (!obj) return refuse(device, std::nullopt, obj.error(), what);
+  if (!obj)
+    return refuse(device, protocol::peek_string_unparsed(payload, "req"), obj.error(), what);
   switch (topic.kind) {
     case topic_kind::device_check:
       return on_check(device, *obj);

@@ -135,6 +135,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check_result(obj);
   if (!obj) {
     OTTER_FUZZ_CHECK(obj.error().code == otter::errc::bad_request);
+    // The req echoed for a refused payload is as usable as a parsed one's.
+    if (auto req = p::peek_string_unparsed(rest, "req"))
+      OTTER_FUZZ_CHECK(!req->empty() && p::detail::utf8_length(*req) <= 64 && p::valid_utf8(*req));
     return 0;
   }
   OTTER_FUZZ_CHECK(rest.size() <= 4096 && obj->is_object());

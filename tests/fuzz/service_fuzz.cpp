@@ -103,7 +103,10 @@ void one(service::device_handler& h, const protocol::topics& topics, fake_outbox
 
   // The req the answer must echo, when the payload had a readable one.
   std::optional<std::string> req;
-  if (auto obj = protocol::parse_object(payload)) req = protocol::peek_string(*obj, "req");
+  if (auto obj = protocol::parse_object(payload))
+    req = protocol::peek_string(*obj, "req");
+  else
+    req = protocol::peek_string_unparsed(payload, "req");
 
   for (std::size_t i = before; i < out.out.size(); ++i) {
     const auto& m = out.out[i];

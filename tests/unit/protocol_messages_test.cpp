@@ -124,6 +124,27 @@ TEST(messages_parse_object, nul_byte_is_malformed) {
   }
 }
 
+TEST(messages_peek, unparsed_payload_gives_req_read_before_the_problem) {
+  const std::string pad(20000, 'x');
+  // Oversized, req first: read. Malformed after req: read.
+  EXPECT_EQ(peek_string_unparsed("{\"req\":\"big\",\"pad\":\"" + pad + "\"}", "req"), "big");
+  EXPECT_EQ(peek_string_unparsed("{\"req\":\"k-1\",\"len\":}", "req"), "k-1");
+  EXPECT_EQ(peek_string_unparsed("{\"a\":{\"req\":\"inner\"},\"req\":\"top\",", "req"), "top");
+  // Not read: after the error, past the first 64 KiB, not a string, too long, nested only.
+  EXPECT_EQ(peek_string_unparsed("{\"len\":,\"req\":\"k-1\"}", "req"), std::nullopt);
+  EXPECT_EQ(
+      peek_string_unparsed("{\"pad\":\"" + std::string(70000, 'x') + "\",\"req\":\"late\"}", "req"),
+      std::nullopt);
+  EXPECT_EQ(peek_string_unparsed("{\"req\":5,\"x\":", "req"), std::nullopt);
+  EXPECT_EQ(peek_string_unparsed("{\"req\":[\"a\"],\"x\":", "req"), std::nullopt);
+  EXPECT_EQ(peek_string_unparsed("{\"req\":\"" + std::string(65, 'r') + "\",", "req"),
+            std::nullopt);
+  EXPECT_EQ(peek_string_unparsed("{\"a\":{\"req\":\"inner\"}", "req"), std::nullopt);
+  EXPECT_EQ(peek_string_unparsed("{\"req\":\"\xff\"}", "req"), std::nullopt);
+  EXPECT_EQ(peek_string_unparsed("", "req"), std::nullopt);
+  EXPECT_EQ(peek_string_unparsed("[{\"req\":\"in-array\"}]", "req"), std::nullopt);
+}
+
 TEST(messages_parse_object, not_an_object) {
   for (const std::string p : {"[]", "[{}]", "\"text\"", "42", "null", "true"}) {
     const auto r = parse_object(p);
