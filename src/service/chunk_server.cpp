@@ -174,7 +174,7 @@ result<void> chunk_server::queue_locked(const std::string& device,
   mine += bytes;
   total_inflight_ += bytes;
   queue_.push_back(
-      job{device, file, g->sha256, g->size, m.offset, m.len, m.count, bytes, g->rollout});
+      job{device, file, g->sha256, g->size, m.offset, m.len, m.count, bytes, g->rollout, m.req});
   cv_.notify_one();
   return {};
 }
@@ -233,8 +233,14 @@ void chunk_server::serve(const job& j) {
   if (fd < 0) {
     spdlog::error("decision=chunk_failed device={} file={} reason=\"image file missing\"", j.device,
                   j.file);
-    nlohmann::json err = {{"code", "internal"}, {"message", "the image cannot be read"}};
-    out_.publish(topics_.error(j.device), protocol::to_wire(err), 1, false);
+    // Answered and recorded like any refusal, with the request's req.
+    if (refuse_) {
+      refuse_(j.device, j.req, make_error(errc::internal, "the image cannot be read"));
+    } else {
+      nlohmann::json err = {{"code", "internal"}, {"message", "the image cannot be read"}};
+      if (j.req) err["req"] = *j.req;
+      out_.publish(topics_.error(j.device), protocol::to_wire(err), 1, false);
+    }
     return;
   }
   std::string buf;

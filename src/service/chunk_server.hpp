@@ -85,6 +85,7 @@ class chunk_server {
     std::uint32_t count = 0;
     std::uint64_t bytes = 0;  // what this job adds to the in-flight counters
     std::int64_t rollout = 0;
+    std::optional<std::string> req;  // echoed should serving fail
   };
   struct refusal {
     std::string device;

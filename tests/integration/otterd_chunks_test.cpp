@@ -197,5 +197,28 @@ TEST_F(chunks_test, chunk_request_errors) {
   EXPECT_EQ(got, image);
 }
 
+TEST_F(chunks_test, an_image_that_cannot_be_read_is_internal_with_the_req_and_recorded) {
+  const auto image = random_image(5'000, 5);
+  auto rel = add_release(kModel, "1.4.0", image);
+  create_rollout(kModel, "1.4.0", {{"type", "all"}});
+  device a(env_, *topics_, "ch-gone");
+  a.connect_started();
+  auto o = a.check(*pub_, kModel, "1.0.0");
+  ASSERT_TRUE(o && o->answer["update"] == true);
+  // An operator's mistake on the server: the stored image disappears.
+  const auto stored = dir_ / "data" / "images" / rel["sha256"].get<std::string>();
+  ASSERT_TRUE(std::filesystem::exists(stored)) << stored;
+  std::filesystem::rename(stored, dir_ / "moved-away");
+  const nlohmann::json req = {
+      {"req", "k-gone"}, {"file", o->claims["chunk"]["file"]}, {"offset", 0}, {"len", 64}};
+  auto err = a.send_raw("chunk", req.dump(), topics_->error("ch-gone"));
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["code"], "internal") << err->dump();
+  EXPECT_EQ((*err)["req"], "k-gone") << err->dump();
+  auto events = admin_->cmd("events.list", {{"device", "ch-gone"}, {"kind", "error"}});
+  ASSERT_EQ(events["result"]["items"].size(), 1u) << events.dump();
+  EXPECT_EQ(events["result"]["items"][0]["data"]["code"], "internal");
+}
+
 }  // namespace
 }  // namespace otter::test
