@@ -567,7 +567,7 @@ const std::vector<option_spec>& specs() {
        [](settings& s, const std::string& v) { return parse_optional_path(v, s.link_secret_file); },
        [](const settings& s) { return or_unset(s.link_secret_file); }},
       {"OTTER_RELEASE_KEYS", "release-keys", "FILE", kUnset,
-       "file of public keys that may sign releases", false, false,
+       "P-256 public keys (PEM blocks, concatenated) that may sign releases", false, false,
        [](settings& s, const std::string& v) { return parse_optional_path(v, s.release_keys); },
        [](const settings& s) { return or_unset(s.release_keys); }},
       {"OTTER_REQUIRE_SIGNED", "require-signed", "BOOL", "false",

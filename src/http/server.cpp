@@ -141,19 +141,20 @@ void server::routes() {
       res.status = 404;
       return log(404, "bad_sha", printable(range_header));
     }
-    const auto check =
-        d_.links.verify(sha, device, single_param(req, "exp"), single_param(req, "t"), d_.now());
-    if (check.verdict != link_verdict::ok) {
-      res.status = 403;
-      return log(403, to_string(check.verdict), printable(range_header));
-    }
-
+    // An unknown image is 404 whatever the link says, as the issue and README promise; only a
+    // client that already knows an image's SHA-256 learns that it is stored, nothing more.
     const auto path = d_.path_of(sha);
     auto file = std::make_shared<open_file>(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st {};
     if (file->fd < 0 || ::fstat(file->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       res.status = 404;
       return log(404, "no_image", printable(range_header));
+    }
+    const auto check =
+        d_.links.verify(sha, device, single_param(req, "exp"), single_param(req, "t"), d_.now());
+    if (check.verdict != link_verdict::ok) {
+      res.status = 403;
+      return log(403, to_string(check.verdict), printable(range_header));
     }
     const auto size = static_cast<std::uint64_t>(st.st_size);
     res.set_header("ETag", "\"" + sha + "\"");

@@ -179,8 +179,11 @@ TEST_F(http_test, bad_links_are_refused) {
       {"no token", "/v1/images/" + sha + "?d=web-2&exp=" + std::to_string(exp), 403},
       {"no query", "/v1/images/" + sha, 403},
       {"repeated token", path + "&t=x", 403},
-      // Valid link, image not on disk: the token is checked first, then 404.
+      // An image not on disk is 404 whatever the link: valid, tampered or absent.
       {"unknown image, valid token", s.make("web-2", unknown, now + 600), 404},
+      {"unknown image, another image's token",
+       "/v1/images/" + unknown + path.substr(path.find('?')), 404},
+      {"unknown image, no query", "/v1/images/" + unknown, 404},
       {"not a sha256", "/v1/images/xyz?d=web-2&exp=1&t=x", 404},
       {"uppercase sha256", "/v1/images/" + std::string(64, 'A'), 404},
       {"dot dot", "/v1/images/..%2f..%2fetc%2fpasswd", 404},
