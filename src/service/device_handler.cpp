@@ -108,15 +108,20 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   }
 
   for (const auto& rb : seen.rolled_back) {
+    // The report is about the release that was rolled back, as a device's own rolled_back
+    // report is; the version the device runs now is in the error text and the event.
     const std::string why = "checked in with " + m.version_text + " after success on " + rb.version;
-    set.statuses.push_back(store::status_record{device, rb.rollout, m.version_text, "rolled_back",
+    set.statuses.push_back(store::status_record{device, rb.rollout, rb.version, "rolled_back",
                                                 std::nullopt, why, now});
     set.rollout_devices.push_back(
         store::rollout_device_record{rb.rollout, device, "rolled_back", now});
     auto ev = event("status", device);
     ev.rollout = rb.rollout;
-    ev.data = {
-        {"state", "rolled_back"}, {"version", m.version_text}, {"derived", true}, {"error", why}};
+    ev.data = {{"state", "rolled_back"},
+               {"version", rb.version},
+               {"running", m.version_text},
+               {"derived", true},
+               {"error", why}};
     set.events.push_back(std::move(ev));
     spdlog::info("decision=rolled_back device={} rollout={} succeeded={} now={}", device,
                  rb.rollout, rb.version, m.version_text);

@@ -201,6 +201,13 @@ TEST_F(devices_test, status_reports_are_recorded_attributed_and_counted) {
   counts = admin_->cmd("rollout.get", {{"id", rid}})["result"]["counts"];
   EXPECT_EQ(counts["rolled_back"], 1) << counts.dump();
   EXPECT_EQ(counts["success"], 0);
+  // Its report names the release rolled back, as a device's own report would.
+  auto reports = admin_->cmd("status.list", {{"device", "dev-s"}, {"state", "rolled_back"}});
+  ASSERT_EQ(reports["result"]["items"].size(), 1u) << reports.dump();
+  EXPECT_EQ(reports["result"]["items"][0]["version"], "1.1.0");
+  EXPECT_EQ(reports["result"]["items"][0]["rollout"], rid);
+  EXPECT_NE(reports["result"]["items"][0]["error"].get<std::string>().find("checked in with 1.0.0"),
+            std::string::npos);
 }
 
 TEST_F(devices_test, events_are_published_and_listed_newest_first) {
