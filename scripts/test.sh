@@ -79,8 +79,7 @@ if [[ $# -eq 0 && "$FUZZ_SECONDS" != 0 ]]; then
     -DCMAKE_C_FLAGS="-O1 -gline-tables-only" -DCMAKE_CXX_FLAGS="-O1 -gline-tables-only" \
     -DOTTER_FUZZ_SECONDS="$FUZZ_SECONDS" >/dev/null || fuzz_rc=$?
   if [[ $fuzz_rc -eq 0 ]]; then
-    cmake --build build-fuzz -j"$JOBS" --target otter_fuzz_protocol otter_fuzz_device_core \
-      otter_fuzz_http otter_fuzz_service || fuzz_rc=$?
+    cmake --build build-fuzz -j"$JOBS" --target otter_fuzz || fuzz_rc=$?
   fi
   if [[ $fuzz_rc -eq 0 ]]; then
     ctest --test-dir build-fuzz -L fuzz --output-on-failure --parallel "$JOBS" \

@@ -37,11 +37,11 @@ bool valid_sha256_hex(std::string_view s) noexcept {
   return true;
 }
 
-// RFC 3629, table 3-7 of Unicode: the second byte's range is what rules out overlongs,
-// surrogates and code points above U+10FFFF.
 namespace {
 
 // Length of the well-formed UTF-8 sequence at p[i] (1 to 4), 0 if there is none.
+// RFC 3629, table 3-7 of Unicode: the second byte's range is what rules out overlongs,
+// surrogates and code points above U+10FFFF.
 std::size_t utf8_sequence(const unsigned char* p, std::size_t n, std::size_t i) noexcept {
   const unsigned char c = p[i];
   if (c < 0x80) return 1;

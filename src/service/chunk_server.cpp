@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cerrno>
 
-#include "protocol/messages.hpp"
 #include "service/manifest.hpp"
 
 namespace otter::service {
@@ -233,14 +232,8 @@ void chunk_server::serve(const job& j) {
   if (fd < 0) {
     spdlog::error("decision=chunk_failed device={} file={} reason=\"image file missing\"", j.device,
                   j.file);
-    // Answered and recorded like any refusal, with the request's req.
-    if (refuse_) {
-      refuse_(j.device, j.req, make_error(errc::internal, "the image cannot be read"));
-    } else {
-      nlohmann::json err = {{"code", "internal"}, {"message", "the image cannot be read"}};
-      if (j.req) err["req"] = *j.req;
-      out_.publish(topics_.error(j.device), protocol::to_wire(err), 1, false);
-    }
+    // Answered and recorded like any late refusal, with the request's req.
+    refuse_late({refusal{j.device, j.req, make_error(errc::internal, "the image cannot be read")}});
     return;
   }
   std::string buf;
