@@ -87,7 +87,8 @@ struct service::impl {
   std::unique_ptr<device_queue> device_work;  // after devices_handler: its workers call it
   std::unique_ptr<store::listener> listener;  // after chunks: its thread calls into them
   std::unique_ptr<admin_handler> admin;
-  std::unique_ptr<http::link_signer> links;  // set when HTTP download is on
+  std::unique_ptr<http::link_signer> links;             // set when HTTP download is on
+  std::shared_ptr<const release_key_set> release_keys;  // set with OTTER_RELEASE_KEYS
   std::unique_ptr<http::server> http_server;
   std::atomic<bool> accepting{false};
 
@@ -228,9 +229,21 @@ struct service::impl {
     http_server->start();
   }
 
+  // Read before the database: a bad file must stop otterd at once, not after it waited for
+  // PostgreSQL (which it does for as long as it takes).
+  void load_release_keys() {
+    if (cfg.release_keys.empty()) return;
+    auto keys = release_key_set::from_file(cfg.release_keys);
+    if (!keys)
+      throw std::runtime_error("OTTER_RELEASE_KEYS (--release-keys): " + keys.error().message);
+    spdlog::info("decision=release_keys count={} file={}", keys->size(), cfg.release_keys);
+    release_keys = std::make_shared<const release_key_set>(std::move(keys).value());
+  }
+
   int run(const std::atomic<bool>& stop) {
     images.open();
     open_http_links();
+    load_release_keys();
     if (!open_database(stop)) return 0;
     devices.load(repo.load_devices());
     reload_catalog();
@@ -293,13 +306,7 @@ struct service::impl {
     as.instance = cfg.instance;
     as.require_signed = cfg.require_signed;
     as.upload_gc = cfg.upload_gc;
-    if (!cfg.release_keys.empty()) {
-      auto keys = release_key_set::from_file(cfg.release_keys);
-      if (!keys)
-        throw std::runtime_error("OTTER_RELEASE_KEYS (--release-keys): " + keys.error().message);
-      spdlog::info("decision=release_keys count={} file={}", keys->size(), cfg.release_keys);
-      as.release_keys = std::make_shared<const release_key_set>(std::move(keys).value());
-    }
+    as.release_keys = release_keys;
     admin = std::make_unique<admin_handler>(
         admin_handler_deps{topics, repo, images, *records, *out, time, counters,
                            [this] { reload_catalog(); }, [this] { writer->flush(5s); },

@@ -4,8 +4,12 @@
 
 #include <sys/stat.h>
 
+#include <chrono>
 #include <set>
+#include <thread>
 
+#include "support/child_process.hpp"
+#include "support/files.hpp"
 #include "support/harness.hpp"
 
 namespace otter::test {
@@ -255,6 +259,33 @@ TEST(otterd_cli, help_lists_every_variable_and_bad_config_names_it) {
                                          {"OTTER_MANIFEST_TTL", "soon"}});
   EXPECT_EQ(bad.status, 2);
   EXPECT_NE(bad.output.find("OTTER_MANIFEST_TTL"), std::string::npos) << bad.output;
+}
+
+// A bad release key file stops otterd before it waits for PostgreSQL: with the database away
+// (port 1 here) it would otherwise retry for as long as that takes and never say why.
+TEST(otterd_cli, a_bad_release_key_file_stops_otterd_before_it_waits_for_the_database) {
+  auto dir = std::filesystem::temp_directory_path() / ("otter-rk-" + random_hex(4));
+  std::filesystem::create_directories(dir);
+  ASSERT_EQ(run_command({OTTERD_PATH, "keygen", "--out", (dir / "k.pem").string()}).status, 0);
+  write_file(dir / "keys.pem", "-----BEGIN PUBLIC KEY-----\nnot a key\n-----END PUBLIC KEY-----\n");
+  for (const auto& keys : {dir / "keys.pem", dir / "missing.pem"}) {
+    child_process otterd({OTTERD_PATH},
+                         {{"OTTER_DB_URL", "postgresql://x@127.0.0.1:1/x"},
+                          {"OTTER_MQTT_URL", "tcp://127.0.0.1:1"},
+                          {"OTTER_SIGNING_KEY", (dir / "k.pem").string()},
+                          {"OTTER_DATA_DIR", (dir / "data").string()},
+                          {"OTTER_RELEASE_KEYS", keys.string()}},
+                         dir / "otterd.log");
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (otterd.running() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_FALSE(otterd.running()) << "still running: " << otterd.log_tail();
+    EXPECT_EQ(otterd.stop(), 1) << otterd.log_tail();
+    const auto log = otterd.log_text();
+    EXPECT_NE(log.find("OTTER_RELEASE_KEYS"), std::string::npos) << log;
+    EXPECT_EQ(log.find("wait_for_database"), std::string::npos) << log;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
