@@ -19,6 +19,8 @@ namespace {
 // Bytes read (pread) and handed to the socket per step, per connection in flight. 512 KiB
 // halved the CPU per MB against 64 KiB in the benchmark (bench/, README "Performance").
 constexpr std::size_t kReadChunk = 512 * 1024;
+// Downloads take no request body: a larger one gets 413, unread.
+constexpr std::size_t kMaxRequestBody = 1024;
 
 // Request values reach the log: keep them short and printable.
 std::string printable(std::string_view s) {
@@ -114,6 +116,11 @@ void server::stop() {
 }
 
 void server::routes() {
+  // Nothing here takes a request body, and httplib reads one of any size into memory (for
+  // POST, PUT, PATCH and DELETE, unauthenticated, before routing) unless it is capped. Its
+  // pre-routing handler is no help: it runs after the body was read, and then uncapped.
+  svr_->set_payload_max_length(kMaxRequestBody);
+
   svr_->Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
     const auto [mqtt_up, db_up] = d_.health();
     res.status = mqtt_up && db_up ? 200 : 503;

@@ -202,6 +202,71 @@ TEST_F(http_test, bad_links_are_refused) {
   EXPECT_EQ(get(s.make("web-9", sha, now + 60))->status, 200);
 }
 
+// otterd's peak resident memory (VmHWM) in KiB.
+long peak_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.starts_with("VmHWM:")) return std::stol(line.substr(6));
+  return -1;
+}
+
+// Sends `head` then up to `body_bytes` of body on a fresh connection, stopping when the server
+// answers or closes; returns the status line (empty if none came).
+std::string send_with_body(std::uint16_t port, const std::string& head, std::size_t body_bytes) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
+  timeval tv{0, 200'000};
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+  const std::string block(64 * 1024, 'x');
+  for (std::size_t sent = 0; sent < body_bytes;) {
+    const auto n =
+        ::send(fd, block.data(), std::min(block.size(), body_bytes - sent), MSG_NOSIGNAL);
+    if (n <= 0) break;  // the server stopped reading (answered, or closed)
+    sent += static_cast<std::size_t>(n);
+  }
+  tv = {5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string got;
+  char buf[512];
+  for (ssize_t n;
+       got.find("\r\n") == std::string::npos && (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+    got.append(buf, static_cast<std::size_t>(n));
+  ::close(fd);
+  return got.substr(0, got.find("\r\n"));
+}
+
+// Downloads take no body, and httplib would read one of any size into memory before routing:
+// a body past a few bytes is refused by its declared length, unread.
+TEST_F(http_test, request_bodies_are_refused_unread) {
+  start_http();
+  const auto rel = add_release(kModel, "2.2.0", random_image(10'000, 13));
+  const std::string path = "/v1/images/" + rel["sha256"].get<std::string>();
+  const auto before = peak_kib(otterd_->pid());
+  ASSERT_GT(before, 0);
+  constexpr std::size_t k64MiB = 64u << 20;
+  for (const char* method : {"POST", "PUT", "PATCH", "DELETE"}) {
+    const auto status = send_with_body(
+        port_,
+        std::string(method) + " " + path +
+            " HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(k64MiB) + "\r\n\r\n",
+        k64MiB);
+    EXPECT_EQ(status, "HTTP/1.1 413 Payload Too Large") << method;
+  }
+  const auto after = peak_kib(otterd_->pid());
+  EXPECT_LT(after - before, 16 * 1024) << "otterd's peak memory grew by " << (after - before)
+                                       << " KiB for 320 MiB of refused bodies";
+  httplib::Client c("127.0.0.1", port_);
+  auto r = c.Post(path.c_str(), "", "text/plain");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);                // no such route for POST
+  EXPECT_EQ(get("/healthz")->status, 200);  // and it still serves
+}
+
 TEST_F(http_test, healthz_reports_mqtt_and_database) {
   start_http();
   int status = 0;
