@@ -51,11 +51,12 @@ void admin_handler::stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void admin_handler::submit(const protocol::parsed_topic& topic, std::string payload) {
+void admin_handler::submit(const protocol::parsed_topic& topic, std::string payload,
+                           bool retained) {
   {
     std::lock_guard lock(mu_);
     if (!stopping_ && queue_.size() < s_.queue_limit) {
-      queue_.push_back(job{topic, std::move(payload)});
+      queue_.push_back(job{topic, std::move(payload), retained});
       cv_.notify_one();
       return;
     }
@@ -128,10 +129,34 @@ void admin_handler::handle(const job& j) {
     spdlog::warn("decision=drop reason=\"operator name in topic is not a valid name\"");
     return;
   }
+  if (j.retained) return refuse_retained(j);
   if (j.topic.kind == protocol::topic_kind::admin_upload)
     handle_upload(j.topic.subject, j.topic.upload_id, j.payload);
   else
     handle_request(j.topic.subject, j.payload);
+}
+
+// A retained request would run again at every restart or reconnect of the service, long after
+// the operator meant it: it is answered with an error and recorded, never run.
+void admin_handler::refuse_retained(const job& j) {
+  const auto& op = j.topic.subject;
+  const auto err =
+      make_error(errc::bad_request,
+                 "a retained message is never run (the broker replays it on every subscribe): "
+                 "publish with retain=false, and clear this one with an empty retained "
+                 "message to the same topic");
+  if (j.topic.kind == protocol::topic_kind::admin_upload) {
+    record_operator_event("upload", op, {{"id", j.topic.upload_id}, {"bytes", j.payload.size()}},
+                          &err, std::nullopt);
+    spdlog::info("decision=upload operator={} id={} ok=false reason=\"retained\"", op,
+                 j.topic.upload_id);
+    return respond(op, j.topic.upload_id, err);
+  }
+  nlohmann::json id = nullptr;
+  if (auto peek = protocol::peek_string_unparsed(j.payload, "id")) id = *peek;
+  const auto cmd = protocol::peek_string_unparsed(j.payload, "cmd").value_or("");
+  record_command(op, id, cmd, nullptr, err, std::nullopt);
+  respond(op, id, err);
 }
 
 void admin_handler::respond(const std::string& op, const nlohmann::json& id,

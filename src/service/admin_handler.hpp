@@ -62,7 +62,9 @@ class admin_handler {
   void stop();
 
   // From the MQTT callback thread: queues the message; a full queue is answered at once.
-  void submit(const protocol::parsed_topic& topic, std::string payload);
+  // `retained`: the broker delivered a stored retained message (it replays one on every
+  // subscribe), which is refused rather than run again.
+  void submit(const protocol::parsed_topic& topic, std::string payload, bool retained = false);
 
   // Removes the uploads older than now - upload_gc that no release references, rows then files;
   // returns their sha256s. Runs on the worker thread; public for tests.
@@ -72,9 +74,11 @@ class admin_handler {
   struct job {
     protocol::parsed_topic topic;
     std::string payload;
+    bool retained = false;
   };
   void run();
   void handle(const job& j);
+  void refuse_retained(const job& j);
   void handle_request(const std::string& op, std::string_view payload);
   void handle_upload(const std::string& op, const std::string& upload_id, std::string_view payload);
   // release.add's signature rules: require_signed, a 64-byte r||s, and the release keys.

@@ -41,20 +41,44 @@ void device_handler::refuse(const std::string& device, const std::optional<std::
   d_.out.publish(d_.topics.error(device), protocol::to_wire(answer), 1, false);
 }
 
+namespace {
+
+const char* message_name(protocol::topic_kind kind) {
+  using protocol::topic_kind;
+  return kind == topic_kind::device_check    ? "check"
+         : kind == topic_kind::device_status ? "status"
+         : kind == topic_kind::device_chunk  ? "chunk"
+                                             : "unknown";
+}
+
+bool drop_invalid_subject(const protocol::parsed_topic& topic, std::string_view payload,
+                          metrics& counters) {
+  if (topic.subject_valid) return false;
+  // The broker's ACL should make this impossible; the id cannot be stored, only logged.
+  spdlog::warn("decision=drop reason=\"device id in topic is not a valid name\" bytes={}",
+               payload.size());
+  counters.device_errors++;
+  return true;
+}
+
+}  // namespace
+
+void device_handler::refuse_retained(const protocol::parsed_topic& topic,
+                                     std::string_view payload) {
+  if (drop_invalid_subject(topic, payload, d_.counters)) return;
+  refuse(topic.subject, protocol::peek_string_unparsed(payload, "req"),
+         make_error(errc::bad_request,
+                    "a retained message is never acted on (the broker replays it on every "
+                    "subscribe): publish with retain=false, and clear this one with an empty "
+                    "retained message to the same topic"),
+         message_name(topic.kind));
+}
+
 void device_handler::handle(const protocol::parsed_topic& topic, std::string_view payload) {
   using protocol::topic_kind;
-  if (!topic.subject_valid) {
-    // The broker's ACL should make this impossible; the id cannot be stored, only logged.
-    spdlog::warn("decision=drop reason=\"device id in topic is not a valid name\" bytes={}",
-                 payload.size());
-    d_.counters.device_errors++;
-    return;
-  }
+  if (drop_invalid_subject(topic, payload, d_.counters)) return;
   const std::string& device = topic.subject;
-  const char* what = topic.kind == topic_kind::device_check    ? "check"
-                     : topic.kind == topic_kind::device_status ? "status"
-                     : topic.kind == topic_kind::device_chunk  ? "chunk"
-                                                               : "unknown";
+  const char* what = message_name(topic.kind);
   if (topic.kind == topic_kind::device_unknown) {
     return refuse(device, std::nullopt,
                   make_error(errc::bad_request,

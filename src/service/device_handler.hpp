@@ -42,6 +42,9 @@ class device_handler {
   device_handler(device_handler_deps deps, manifest_settings settings, std::string instance);
 
   void handle(const protocol::parsed_topic& topic, std::string_view payload);
+  // A retained message the broker replays on every subscribe: a status would be recorded and a
+  // chunk request served again at each restart of the service. Answered, recorded, not acted on.
+  void refuse_retained(const protocol::parsed_topic& topic, std::string_view payload);
   // A chunk request the chunk server held for a grant and then refused.
   void refuse_chunk(const std::string& device, const std::optional<std::string>& req,
                     const error& err) {

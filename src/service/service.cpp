@@ -146,13 +146,18 @@ struct service::impl {
     try {
       auto t = topics.parse(m.topic);
       if (!t) return;  // not ours (our own answers, other roots)
+      // MQTT marks a message retained only when the broker replays a stored one to a new
+      // subscription: a request of the past, never to be acted on again.
       switch (t->kind) {
         case protocol::topic_kind::admin_request:
         case protocol::topic_kind::admin_upload:
-          admin->submit(*t, m.payload);
+          admin->submit(*t, m.payload, m.retained);
           break;
         default:
-          device_work->submit(std::move(*t), m.payload);
+          if (m.retained)
+            devices_handler->refuse_retained(*t, m.payload);
+          else
+            device_work->submit(std::move(*t), m.payload);
       }
     } catch (const std::exception& e) {
       // The edge: one bad message must never take the service down.

@@ -216,6 +216,74 @@ TEST_F(errors_test, paging_walks_every_item_once) {
   EXPECT_EQ(big["ok"], true) << "limits above 1000 are clamped, not refused";
 }
 
+// The broker replays a retained message on every subscribe, so a retained request would run
+// again at each restart of otterd. It runs once when published (MQTT delivers it to a live
+// subscription as a plain message); the replays are answered with an error, recorded, not run.
+TEST_F(errors_test, retained_messages_replayed_by_the_broker_are_refused_not_run) {
+  add_release(kModel, "1.5.0", random_image(1000, 21));
+  const auto rollout = create_rollout(kModel, "1.5.0", {{"type", "all"}});
+  device d(env_, *topics_, "ret-dev");
+  d.connect_started();
+  const auto req_topic = topics_->admin_request("admin1");
+  const auto res_topic = topics_->admin_response("admin1");
+  const auto status_topic = topics_->device_status("ret-dev");
+  // The broker outlives this test: leave no retained message behind, whatever happens.
+  struct clear_retained {
+    peer& op;
+    peer& dev;
+    std::string req, status;
+    ~clear_retained() {
+      op.publish(req, "", true);
+      dev.publish(status, "", true);
+    }
+  } cleanup{admin_->mqtt(), d.mqtt(), req_topic, status_topic};
+
+  admin_->mqtt().publish(
+      req_topic,
+      nlohmann::json{{"id", "ret-1"}, {"cmd", "rollout.pause"}, {"args", {{"id", rollout}}}}.dump(),
+      true);
+  auto first = admin_->mqtt().wait_json(res_topic, "id", "ret-1");
+  ASSERT_TRUE(first);
+  EXPECT_EQ((*first)["ok"], true) << first->dump();
+  ASSERT_EQ(admin_->cmd("rollout.resume", {{"id", rollout}})["ok"], true);
+  d.mqtt().publish(
+      status_topic,
+      nlohmann::json{
+          {"req", "s-ret"}, {"version", "1.0.0"}, {"state", "downloading"}, {"rollout", rollout}}
+          .dump(),
+      true);
+  auto statuses = [&] {
+    return admin_->cmd("status.list", {{"device", "ret-dev"}})["result"]["items"].size();
+  };
+  for (int i = 0; i < 50 && statuses() == 0; ++i) std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(statuses(), 1u);
+
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd();  // subscribes again: the broker replays both retained messages
+
+  auto replay = admin_->mqtt().wait_json(res_topic, "id", "ret-1");
+  ASSERT_TRUE(replay) << "no answer to the replayed request";
+  EXPECT_EQ((*replay)["ok"], false);
+  EXPECT_EQ((*replay)["error"]["code"], "bad_request");
+  EXPECT_NE((*replay)["error"]["message"].get<std::string>().find("retain"), std::string::npos);
+  auto err = d.wait_error();
+  ASSERT_TRUE(err) << "no error for the replayed status";
+  EXPECT_EQ((*err)["req"], "s-ret");
+  EXPECT_EQ((*err)["code"], "bad_request");
+
+  EXPECT_EQ(admin_->cmd("rollout.get", {{"id", rollout}})["result"]["state"], "active");
+  EXPECT_EQ(statuses(), 1u) << "the replayed status was recorded again";
+  auto refused = admin_->cmd("events.list", {{"kind", "command"}})["result"]["items"];
+  bool recorded = false;
+  for (const auto& e : refused)
+    recorded = recorded || (e["data"]["id"] == "ret-1" && e["data"]["ok"] == false);
+  EXPECT_TRUE(recorded) << refused.dump();
+  EXPECT_EQ(
+      admin_->cmd("events.list", {{"kind", "error"}, {"device", "ret-dev"}})["result"]["items"]
+          .size(),
+      1u);
+}
+
 TEST_F(errors_test, metrics_and_service_state) {
   peer watcher(env_.mqtt_url, "ms-" + random_hex(3), "viewer1", env_.operator_password);
   watcher.subscribe("ota/v1/service/" + instance_ + "/state");
