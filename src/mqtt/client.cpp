@@ -210,9 +210,10 @@ struct client::impl {
   // Messages therefore wait here and go to Paho only while the window has room; each hand-off
   // is a new Paho command, and a new command does wake the send thread.
   std::deque<::mqtt::message_ptr> backlog;
-  std::size_t in_window = 0;  // QoS 1/2 messages handed to Paho and not yet acknowledged
-  std::size_t window = 1;     // min(max_inflight, the broker's receive maximum)
-  bool draining = false;      // one thread at a time hands messages over, in order
+  std::uint64_t backlog_bytes = 0;  // payload bytes in `backlog`
+  std::size_t in_window = 0;        // QoS 1/2 messages handed to Paho and not yet acknowledged
+  std::size_t window = 1;           // min(max_inflight, the broker's receive maximum)
+  bool draining = false;            // one thread at a time hands messages over, in order
 
   // Last member: destroyed first, so Paho is gone before anything its callbacks touch.
   ::mqtt::async_client cli;
@@ -412,6 +413,7 @@ struct client::impl {
     while (session_up) {
       while (!backlog.empty() && (backlog.front()->get_qos() == 0 || in_window < window)) {
         if (backlog.front()->get_qos() > 0) ++in_window;
+        backlog_bytes -= std::min(backlog_bytes, backlog.front()->get_payload_ref().size());
         batch.push_back(std::move(backlog.front()));
         backlog.pop_front();
       }
@@ -440,6 +442,7 @@ struct client::impl {
         // The connection went away: the rest go out, in order, after the reconnect.
         for (std::size_t i = batch.size(); i-- > handed;) {
           if (batch[i]->get_qos() > 0 && gen == generation && in_window > 0) --in_window;
+          backlog_bytes += batch[i]->get_payload_ref().size();
           backlog.push_front(std::move(batch[i]));
         }
         batch.clear();
@@ -617,10 +620,23 @@ result<void> client::publish(const message& m) {
       return make_error(errc::unavailable, "publish buffer full (" +
                                                std::to_string(s.backlog.size()) +
                                                " messages), dropped " + m.topic);
+    s.backlog_bytes += m.payload.size();
     s.backlog.push_back(std::move(msg));
   }
   s.drain();
   return {};
+}
+
+std::uint64_t client::queued_bytes() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->backlog_bytes;
+}
+
+bool client::wait_queued_below(std::uint64_t limit, std::chrono::milliseconds timeout) {
+  auto& s = *impl_;
+  std::unique_lock lock(s.mu);
+  if (tl_callback_depth > 0) return s.backlog_bytes < limit;
+  return s.cv.wait_for(lock, timeout, [&] { return s.backlog_bytes < limit; });
 }
 
 void client::disconnect(std::chrono::milliseconds timeout) {
@@ -640,6 +656,7 @@ void client::disconnect(std::chrono::milliseconds timeout) {
       spdlog::warn("mqtt {}: disconnecting with {} unsent message(s)", s.opts.client_id,
                    s.backlog.size());
     s.backlog.clear();
+    s.backlog_bytes = 0;
   }
   const auto left =
       std::max(std::chrono::milliseconds(0), std::chrono::duration_cast<std::chrono::milliseconds>(

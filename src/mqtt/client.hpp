@@ -12,6 +12,7 @@
 //  - subscriptions re-made after every automatic reconnect (a clean session forgets them);
 //  - no exceptions: failures come back as otter::result.
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -104,6 +105,13 @@ class client {
                        bool retained = false);
   // Also sends response_topic / correlation_data on MQTT 5.
   result<void> publish(const message& m);
+
+  // Payload bytes publish() has queued and not yet handed to the connection: messages waiting
+  // for room in the in-flight window (a slow broker) or for a reconnect.
+  std::uint64_t queued_bytes() const;
+  // Waits up to `timeout` until queued_bytes() < limit; false if it is not. Lets a bulk sender
+  // slow down with the broker instead of filling memory. Does not wait inside a handler.
+  bool wait_queued_below(std::uint64_t limit, std::chrono::milliseconds timeout);
 
   // Waits up to `timeout` for queued messages to be acknowledged, sends DISCONNECT and stops
   // reconnecting; what is still queued is dropped. The will is not published.

@@ -248,6 +248,18 @@ void chunk_server::serve(const job& j) {
       if (r <= 0) throw std::runtime_error("short read from the image file");
       got += static_cast<std::size_t>(r);
     }
+    if (!out_.wait_for_room(s_.room_wait)) {
+      spdlog::warn(
+          "decision=chunk_gave_up device={} file={} offset={} reason=\"the broker is "
+          "not taking messages\"",
+          j.device, j.file, offset);
+      refuse_late({refusal{j.device, j.req,
+                           make_error(errc::unavailable,
+                                      "the server cannot send chunks right now; ask again for "
+                                      "the ones missing from offset " +
+                                          std::to_string(offset))}});
+      break;
+    }
     out_.publish(topics_.chunk(j.device, j.file, offset), buf, 1, false);
     offset += n;
   }

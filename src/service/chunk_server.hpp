@@ -31,8 +31,14 @@ struct chunk_settings {
   std::uint32_t max = 4096;                   // chunk.max of every manifest
   std::uint32_t window = 16;                  // chunk.window of every manifest
   std::chrono::seconds offer_validity{3600};  // a device may fetch a file this long after its offer
-  std::uint64_t device_inflight_cap = 1024 * 1024;         // bytes queued for one device
-  std::uint64_t total_inflight_cap = 64ull * 1024 * 1024;  // bytes queued for all devices
+  // Bytes requested and not yet handed to the MQTT client, for one device and for all; past
+  // them a request gets rate_limited. The client itself holds at most total_inflight_cap
+  // queued (the outbox's room): workers wait for room before each chunk, so a slow broker
+  // holds requests back here, where they cost no memory, and the caps then refuse more.
+  std::uint64_t device_inflight_cap = 1024 * 1024;
+  std::uint64_t total_inflight_cap = 64ull * 1024 * 1024;
+  // How long a worker waits for room before it gives a request up (unavailable).
+  std::chrono::milliseconds room_wait{10000};
   int workers = 2;
   // With shared subscriptions a chunk request may reach an instance that did not make the
   // offer; the offer's grant arrives from the other instance (NOTIFY otter_grants) a few

@@ -1,6 +1,7 @@
 #pragma once
 // The handlers' view of the outside world: small interfaces, so the handlers are unit-tested with
 // fakes and the real broker and database are wired in only by service.cpp.
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,6 +18,13 @@ class outbox {
   // Best effort: a failure is logged by the implementation; the record is already written.
   virtual void publish(const std::string& topic, std::string_view payload, int qos,
                        bool retained) = 0;
+  // Blocks until the transport holds less than its limit of bytes not yet passed on, or until
+  // `timeout` (false). Bulk senders (chunks) call it before each message, so a slow broker
+  // slows them down instead of filling memory.
+  virtual bool wait_for_room(std::chrono::milliseconds timeout) {
+    (void)timeout;
+    return true;
+  }
 };
 
 class recorder {

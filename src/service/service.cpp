@@ -33,7 +33,8 @@ using namespace std::chrono_literals;
 
 class mqtt_outbox final : public outbox {
  public:
-  explicit mqtt_outbox(mqtt::client& c) : client_(c) {}
+  // room: the bytes the client may hold queued before wait_for_room() waits.
+  mqtt_outbox(mqtt::client& c, std::uint64_t room) : client_(c), room_(room) {}
   void publish(const std::string& topic, std::string_view payload, int qos,
                bool retained) override {
     auto r = client_.publish(topic, payload, qos, retained);
@@ -42,10 +43,14 @@ class mqtt_outbox final : public outbox {
       spdlog::warn("decision=publish_failed topic={} reason=\"{}\"", topic, r.error().message);
     }
   }
+  bool wait_for_room(std::chrono::milliseconds timeout) override {
+    return client_.wait_queued_below(room_, timeout);
+  }
   std::atomic<std::uint64_t> failures_{0};
 
  private:
   mqtt::client& client_;
+  std::uint64_t room_;
 };
 
 class writer_recorder final : public recorder {
@@ -261,7 +266,8 @@ struct service::impl {
     o.password = cfg.mqtt_password;
     o.will = mqtt::message{topics.service_state(cfg.instance), "offline", 1, true, {}, {}};
     client = std::make_unique<mqtt::client>(o);
-    out = std::make_unique<mqtt_outbox>(*client);
+    // Chunk workers wait while this much is queued for a slow broker (see chunk_settings).
+    out = std::make_unique<mqtt_outbox>(*client, chunk_settings{}.total_inflight_cap);
 
     writer = std::make_unique<store::writer>(
         cfg.db_url, cfg.queue_limit, [this](const std::vector<store::event_record>& evs) {

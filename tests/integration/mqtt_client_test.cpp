@@ -274,6 +274,26 @@ TEST(mqtt_client, publishes_thousands_in_a_tight_loop_without_throwing) {
   EXPECT_EQ(distinct.size(), static_cast<std::size_t>(kMessages));
 }
 
+// What waits for room in the in-flight window is counted, and a bulk sender can wait for it
+// to drain (the chunk server does, so a slow broker slows it instead of filling memory).
+TEST(mqtt_client, queued_bytes_count_what_waits_for_the_window_and_drain) {
+  test::broker_process broker({.extra_config = "max_queued_messages 0\n"});
+  auto o = options_for(broker, "window-pub", 4);
+  o.max_inflight = 1;  // one unacknowledged message at a time: the rest queue in the client
+  client publisher(o);
+  ASSERT_TRUE(publisher.connect(5s).ok());
+  EXPECT_EQ(publisher.queued_bytes(), 0u);
+  const std::string payload(10'000, 'q');
+  for (int i = 0; i < 500; ++i) ASSERT_TRUE(publisher.publish("window/x", payload, 1).ok());
+  const auto queued = publisher.queued_bytes();
+  EXPECT_GT(queued, 0u);
+  EXPECT_LE(queued, 500u * payload.size());
+  EXPECT_EQ(queued % payload.size(), 0u);
+  EXPECT_FALSE(publisher.wait_queued_below(1, 0ms)) << "nothing can have drained yet";
+  EXPECT_TRUE(publisher.wait_queued_below(1, 20s)) << publisher.queued_bytes() << " still queued";
+  EXPECT_EQ(publisher.queued_bytes(), 0u);
+}
+
 TEST(mqtt_client, mqtt5_properties_survive_a_round_trip) {
   test::broker_process broker;
   client subscriber(options_for(broker, "v5-sub", 5));

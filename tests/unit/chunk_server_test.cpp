@@ -1,0 +1,185 @@
+// The chunk server's memory bound: a slow broker (an outbox without room) holds requests back
+// in the server, where they cost no memory, and the in-flight caps then refuse more with
+// rate_limited; once there is room again, everything requested goes out.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "service/chunk_server.hpp"
+#include "service/clock.hpp"
+#include "service/image_store.hpp"
+#include "service/metrics.hpp"
+#include "service/ports.hpp"
+#include "support/files.hpp"
+
+namespace otter::service {
+namespace {
+
+using namespace std::chrono_literals;
+
+// An outbox whose room the test opens and closes, and which keeps what was published.
+class gated_outbox final : public outbox {
+ public:
+  void publish(const std::string& topic, std::string_view payload, int, bool) override {
+    std::lock_guard lock(mu_);
+    published_.push_back({topic, std::string(payload)});
+    cv_.notify_all();
+  }
+  bool wait_for_room(std::chrono::milliseconds timeout) override {
+    std::unique_lock lock(mu_);
+    ++waits_;
+    cv_.notify_all();
+    return cv_.wait_for(lock, timeout, [&] { return open_; });
+  }
+  void set_open(bool open) {
+    std::lock_guard lock(mu_);
+    open_ = open;
+    cv_.notify_all();
+  }
+  std::size_t published() {
+    std::lock_guard lock(mu_);
+    return published_.size();
+  }
+  int waits() {
+    std::lock_guard lock(mu_);
+    return waits_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = true;
+  int waits_ = 0;
+  std::vector<std::pair<std::string, std::string>> published_;
+};
+
+class null_recorder final : public recorder {
+ public:
+  bool submit(store::record_set&&) override { return true; }
+};
+
+class chunk_server_test : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("otter-chunks-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    images_ = std::make_unique<image_store>(dir_);
+    images_->open();
+    auto stored = images_->put(std::string(256 * 1024, 'z'));
+    ASSERT_TRUE(stored);
+    sha_ = stored->sha256;
+    file_ = sha_.substr(0, 16);
+  }
+  void TearDown() override {
+    if (server_) server_->stop();
+    server_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void make(chunk_settings s) {
+    server_ = std::make_unique<chunk_server>(topics_, *images_, out_, records_, clock_, counters_,
+                                             s, "test");
+  }
+  result<void> ask(const std::string& device, std::uint64_t offset, std::uint32_t count) {
+    protocol::chunk_request_msg m;
+    m.req = "k-" + std::to_string(offset);
+    m.file = file_;
+    m.offset = offset;
+    m.len = 4096;
+    m.count = count;
+    return server_->request(device, m);
+  }
+
+  protocol::topics topics_{"ota/v1"};
+  std::filesystem::path dir_;
+  std::unique_ptr<image_store> images_;
+  gated_outbox out_;
+  null_recorder records_;
+  manual_clock clock_{std::chrono::system_clock::now()};
+  metrics counters_;
+  std::unique_ptr<chunk_server> server_;
+  std::string sha_, file_;
+};
+
+TEST_F(chunk_server_test, a_broker_without_room_holds_requests_back_and_the_caps_refuse_more) {
+  chunk_settings s;
+  s.workers = 1;
+  s.device_inflight_cap = 64 * 1024;  // one request of 16 x 4 KiB per device at a time
+  s.total_inflight_cap = 3 * 64 * 1024;
+  s.room_wait = 10s;
+  make(s);
+  server_->start();
+  for (const char* d : {"d1", "d2", "d3", "d4"}) server_->authorize(d, sha_, 256 * 1024, 1);
+
+  out_.set_open(false);
+  ASSERT_TRUE(ask("d1", 0, 16));
+  // The worker reads the first chunk and then waits for room: nothing is published.
+  for (int i = 0; i < 200 && out_.waits() == 0; ++i) std::this_thread::sleep_for(10ms);
+  ASSERT_GT(out_.waits(), 0);
+  EXPECT_EQ(out_.published(), 0u);
+
+  // d1's request is still in flight: its cap refuses a second one.
+  auto again = ask("d1", 65536, 16);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, errc::rate_limited);
+  // Other devices fill the total cap; the next one is refused, with nothing published.
+  EXPECT_TRUE(ask("d2", 0, 16));
+  EXPECT_TRUE(ask("d3", 0, 16));
+  auto busy = ask("d4", 0, 16);
+  ASSERT_FALSE(busy);
+  EXPECT_EQ(busy.error().code, errc::rate_limited);
+  EXPECT_EQ(out_.published(), 0u);
+  EXPECT_EQ(server_->inflight_bytes(), 3u * 64 * 1024);
+
+  // Room again: every accepted request goes out in full, and the credits come back.
+  out_.set_open(true);
+  for (int i = 0; i < 500 && (out_.published() < 48 || server_->inflight_bytes() > 0); ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(out_.published(), 48u);
+  EXPECT_EQ(server_->inflight_bytes(), 0u);
+  EXPECT_TRUE(ask("d4", 0, 16));
+  for (int i = 0; i < 500 && out_.published() < 64; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(out_.published(), 64u);
+}
+
+TEST_F(chunk_server_test, a_worker_that_never_gets_room_gives_the_request_up_as_unavailable) {
+  chunk_settings s;
+  s.workers = 1;
+  s.room_wait = 50ms;
+  make(s);
+  std::mutex mu;
+  std::vector<std::pair<std::string, error>> refused;
+  server_->on_late_refusal(
+      [&](const std::string& device, const std::optional<std::string>& req, const error& err) {
+        std::lock_guard lock(mu);
+        refused.emplace_back(device + "/" + req.value_or("-"), err);
+      });
+  server_->start();
+  server_->authorize("d1", sha_, 256 * 1024, 1);
+  out_.set_open(false);
+  ASSERT_TRUE(ask("d1", 8192, 4));
+  for (int i = 0; i < 200; ++i) {
+    {
+      std::lock_guard lock(mu);
+      if (!refused.empty()) break;
+    }
+    std::this_thread::sleep_for(10ms);
+  }
+  std::lock_guard lock(mu);
+  ASSERT_EQ(refused.size(), 1u);
+  EXPECT_EQ(refused[0].first, "d1/k-8192");
+  EXPECT_EQ(refused[0].second.code, errc::unavailable);
+  EXPECT_NE(refused[0].second.message.find("8192"), std::string::npos) << refused[0].second.message;
+  EXPECT_EQ(out_.published(), 0u);
+  EXPECT_EQ(server_->inflight_bytes(), 0u);
+}
+
+}  // namespace
+}  // namespace otter::service
