@@ -58,6 +58,18 @@ result<std::string> read_status_rollout(const json& v, std::string_view name) {
       name, "must be a rollout id: a string of 1 to 20 digits or a positive integer");
 }
 
+// A \u0000 escape in valid JSON text: "u0000" after an odd run of backslashes (an even run is
+// escaped backslashes followed by the letters). Outside strings it would not have parsed.
+bool has_escaped_nul(std::string_view text) {
+  for (auto pos = text.find("u0000"); pos != std::string_view::npos;
+       pos = text.find("u0000", pos + 1)) {
+    std::size_t slashes = 0;
+    while (slashes < pos && text[pos - 1 - slashes] == '\\') ++slashes;
+    if (slashes % 2 == 1) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 result<json> parse_object(std::string_view payload, std::size_t max_bytes) {
@@ -76,6 +88,10 @@ result<json> parse_object(std::string_view payload, std::size_t max_bytes) {
     return make_error(errc::bad_request, "malformed JSON: " + without_exception_tag(e.what()));
   }
   if (!j.is_object()) return make_error(errc::bad_request, "payload must be a JSON object");
+  // PostgreSQL text and jsonb cannot hold U+0000, and whole payload parts (an operator's args)
+  // are recorded as they came: one would make the record fail, and its set with it.
+  if (has_escaped_nul(payload))
+    return make_error(errc::bad_request, "strings must not contain the NUL character (\\u0000)");
   return j;
 }
 

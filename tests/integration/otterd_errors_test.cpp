@@ -69,6 +69,9 @@ TEST_F(errors_test, every_malformed_device_message_gets_its_error_and_service_ke
        R"({"req":"s4","version":"1.0.0","state":"downloading","rollout":"987654"})", "not_found",
        "s4"},
       {"unknown topic", "reboot", "{}", "bad_request", nullptr},
+      {"escaped NUL in an attribute", "check",
+       R"({"req":"c6","model":"m","version":"1.0.0",)" + nonce + R"(,"attrs":{"k\u0000":"v"}})",
+       "bad_request", "c6"},
   };
   for (const auto& c : cases) {
     auto err = d.send_raw(c.topic, c.payload, topics_->error("dev-bad"));
@@ -143,6 +146,10 @@ TEST_F(errors_test, operator_errors_use_the_documented_codes) {
   EXPECT_EQ(no_cmd["error"]["code"], "bad_request");
   auto arr = admin_->raw(R"({"id":"x-2","cmd":"release.list","args":[1]})", "x-2");
   EXPECT_EQ(arr["error"]["code"], "bad_request");
+  // PostgreSQL cannot store U+0000, and a command's args are recorded whole: refused, so that
+  // its command event can be recorded (it was lost before).
+  auto nul = admin_->raw(R"({"id":"x-3","cmd":"metrics.get","args":{"k\u0000":"v"}})", "x-3");
+  EXPECT_EQ(nul["error"]["code"], "bad_request") << nul.dump();
 
   // Conflicts.
   add_release(kModel, "1.0.0", "one");
@@ -154,7 +161,11 @@ TEST_F(errors_test, operator_errors_use_the_documented_codes) {
 
   // Every command, refused or not, is an event.
   auto commands = admin_->cmd("events.list", {{"kind", "command"}, {"limit", 1000}});
-  EXPECT_GE(commands["result"]["items"].size(), cases.size() + 3);
+  EXPECT_GE(commands["result"]["items"].size(), cases.size() + 4);
+  bool nul_recorded = false;
+  for (const auto& e : commands["result"]["items"])
+    nul_recorded = nul_recorded || e["data"]["id"] == "x-3";
+  EXPECT_TRUE(nul_recorded);
 }
 
 TEST_F(errors_test, roles_are_enforced) {

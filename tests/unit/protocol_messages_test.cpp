@@ -124,6 +124,21 @@ TEST(messages_parse_object, nul_byte_is_malformed) {
   }
 }
 
+TEST(messages_parse_object, escaped_nul_is_refused_escaped_backslashes_are_not) {
+  // PostgreSQL cannot store U+0000: an operator's args are recorded whole, so one anywhere
+  // (a key, a nested value) would make the record fail.
+  for (const std::string p : {R"({"a":"x\u0000"})", R"({"a\u0000b":1})",
+                              R"({"a":{"b":["\u0000"]}})", R"({"a":"\\\u0000"})"}) {
+    const auto r = parse_object(p);
+    ASSERT_FALSE(r.ok()) << p;
+    EXPECT_EQ(r.error().code, errc::bad_request);
+    EXPECT_EQ(r.error().message, "strings must not contain the NUL character (\\u0000)");
+  }
+  // An escaped backslash followed by the letters "u0000" is plain text.
+  for (const std::string p : {R"({"a":"\\u0000"})", R"({"a":"u0000"})", R"({"a":"\\\\u0000"})"})
+    EXPECT_TRUE(parse_object(p).ok()) << p;
+}
+
 TEST(messages_peek, unparsed_payload_gives_req_read_before_the_problem) {
   const std::string pad(20000, 'x');
   // Oversized, req first: read. Malformed after req: read.
