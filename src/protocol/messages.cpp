@@ -206,7 +206,7 @@ result<status_msg> parse_status(const json& obj) {
   m.state = r.required("state", read_state);
   if (auto p = r.optional("progress", detail::uint_reader(0, 100)))
     m.progress = static_cast<int>(*p);
-  m.error = r.optional("error", detail::string_reader(0, 256));
+  m.error = r.optional("error", detail::string_reader(0, kMaxStatusError));
   m.rollout = r.optional("rollout", read_status_rollout);
   if (!r.ok()) return r.take_error();
   const bool needs_error = m.state == status_state::failed || m.state == status_state::rejected ||

@@ -54,13 +54,16 @@ enum class status_state {
 std::string_view to_string(status_state s) noexcept;
 std::optional<status_state> status_state_from_string(std::string_view s) noexcept;
 
+inline constexpr std::size_t kMaxStatusError = 256;  // characters
+
 struct status_msg {
   std::optional<std::string> req;  // optional; 1..64 characters when present
   std::string version_text;        // required
   semver version;
-  status_state state;                // required
-  std::optional<int> progress;       // 0..100
-  std::optional<std::string> error;  // <= 256 characters; required with failed/rejected/rolled_back
+  status_state state;           // required
+  std::optional<int> progress;  // 0..100
+  std::optional<std::string>
+      error;  // <= kMaxStatusError; required with failed/rejected/rolled_back
   std::optional<std::string> rollout;  // decimal id string, 1..20 digits
 };
 result<status_msg> parse_status(const nlohmann::json& obj);

@@ -134,7 +134,11 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   for (const auto& rb : seen.rolled_back) {
     // The report is about the release that was rolled back, as a device's own rolled_back
     // report is; the version the device runs now is in the error text and the event.
-    const std::string why = "checked in with " + m.version_text + " after success on " + rb.version;
+    // Versions are up to 128 characters each, a status error at most 256 (the database
+    // refuses longer, and the whole record set with it); semver text is ASCII.
+    const std::string why =
+        ("checked in with " + m.version_text + " after success on " + rb.version)
+            .substr(0, protocol::kMaxStatusError);
     set.statuses.push_back(store::status_record{device, rb.rollout, rb.version, "rolled_back",
                                                 std::nullopt, why, now});
     set.rollout_devices.push_back(
@@ -186,6 +190,7 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   }
 
   if (seen.record_device) d_.devices.device_recorded(device, now);
+  if (!seen.rolled_back.empty()) d_.devices.rollbacks_recorded(device, seen.rolled_back);
 
   const std::string manifest = crypto::jws_sign(d_.signer, claims);
   nlohmann::ordered_json answer;

@@ -44,12 +44,9 @@ device_registry::check_result device_registry::on_check(const std::string& id,
   e.model = m.model;
   e.version_text = m.version_text;
   if (m.attrs) e.attrs = *m.attrs;
-  for (auto& l : e.links) {
-    if (l.state == "success" && l.version && m.version < *l.version) {
-      l.state = "rolled_back";
+  for (const auto& l : e.links)
+    if (l.state == "success" && l.version && m.version < *l.version)
       out.rolled_back.push_back({l.rollout, l.version_text});
-    }
-  }
   out.facts = rollout::device_facts{id, m.model, m.version, e.attrs};
   return out;
 }
@@ -60,6 +57,16 @@ void device_registry::device_recorded(const std::string& id, time_point seen) {
     it->second.recorded_seen = seen;
     it->second.unrecorded_change = false;
   }
+}
+
+void device_registry::rollbacks_recorded(const std::string& id,
+                                         const std::vector<rollback>& rollbacks) {
+  std::lock_guard lock(mu_);
+  auto it = devices_.find(id);
+  if (it == devices_.end()) return;
+  for (const auto& rb : rollbacks)
+    if (link* l = find_link(it->second, rb.rollout); l && l->state == "success")
+      l->state = "rolled_back";
 }
 
 void device_registry::on_offer(const std::string& id, std::int64_t rollout,

@@ -25,7 +25,9 @@ class device_registry {
   struct check_result {
     rollout::device_facts facts;
     bool is_new = false;
-    std::vector<rollback> rolled_back;  // successes this check contradicts
+    // Successes this check contradicts; they stay successes until rollbacks_recorded(), so a
+    // check that could not be recorded (unavailable) finds them again when it is repeated.
+    std::vector<rollback> rolled_back;
     // Whether the devices row needs writing: something changed, or last_seen as stored is
     // older than kSeenResolution. A fleet checking in every few seconds would otherwise
     // rewrite the same row each time.
@@ -42,6 +44,8 @@ class device_registry {
   check_result on_check(const std::string& id, const protocol::check_msg& m, time_point now);
   // The devices row of this check was queued for writing (see record_device).
   void device_recorded(const std::string& id, time_point seen);
+  // The rolled_back reports a check derived were queued for writing.
+  void rollbacks_recorded(const std::string& id, const std::vector<rollback>& rollbacks);
   void on_offer(const std::string& id, std::int64_t rollout, const std::string& version_text);
   // The rollout a status without "rollout" belongs to: the latest offer made for that version.
   std::optional<std::int64_t> attribute(const std::string& id,

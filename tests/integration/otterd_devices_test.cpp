@@ -210,6 +210,32 @@ TEST_F(devices_test, status_reports_are_recorded_attributed_and_counted) {
             std::string::npos);
 }
 
+// Versions may be 128 characters each; the derived report's error text must still fit the
+// 256 a status error may have, or the database refused it and dropped the check's records.
+TEST_F(devices_test, a_rollback_between_the_longest_versions_is_recorded) {
+  const std::string high = "1.0.0-" + std::string(122, 'a');
+  const std::string low = "0.9.0-" + std::string(122, 'b');
+  ASSERT_EQ(high.size(), 128u);
+  add_release(kModel, high, "long payload");
+  auto created = admin_->cmd(
+      "rollout.create",
+      {{"name", "long"}, {"model", kModel}, {"version", high}, {"target", {{"type", "all"}}}});
+  ASSERT_EQ(created["ok"], true) << created.dump();
+  const std::string rid = created["result"]["id"];
+  device d(env_, *topics_, "dev-long");
+  d.connect_started();
+  ASSERT_EQ(d.check(*pub_, kModel, low)->answer["update"], true);
+  d.status({{"req", "s-1"}, {"version", high}, {"state", "success"}, {"rollout", rid}});
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(d.check(*pub_, kModel, low));
+  auto reports = admin_->cmd("status.list", {{"device", "dev-long"}, {"state", "rolled_back"}});
+  ASSERT_EQ(reports["result"]["items"].size(), 1u) << reports.dump();
+  EXPECT_EQ(reports["result"]["items"][0]["error"].get<std::string>().size(), 256u);
+  auto checks = admin_->cmd("events.list", {{"device", "dev-long"}, {"kind", "check"}});
+  EXPECT_EQ(checks["result"]["items"].size(), 2u) << "the check's own events were lost";
+  EXPECT_EQ(admin_->cmd("device.get", {{"id", "dev-long"}})["result"]["version"], low);
+}
+
 TEST_F(devices_test, events_are_published_and_listed_newest_first) {
   auto watcher_ptr = event_watcher();
   auto& watcher = *watcher_ptr;

@@ -92,3 +92,39 @@ TEST_F(device_registry_record, clock_going_back_writes) {
 
 }  // namespace
 }  // namespace otter::service
+
+namespace otter::service {
+namespace {
+
+protocol::status_msg success(const std::string& version, std::int64_t rollout) {
+  auto m = protocol::parse_status({{"req", "s1"},
+                                   {"version", version},
+                                   {"state", "success"},
+                                   {"rollout", std::to_string(rollout)}});
+  EXPECT_TRUE(m);
+  return *m;
+}
+
+// A success contradicted by an older version is reported until the handler says it recorded
+// the rolled_back report: a check answered `unavailable` (nothing recorded) finds it again.
+TEST(device_registry_rollback, reported_until_recorded_then_once_only) {
+  device_registry reg;
+  const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
+  reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
+  reg.on_offer("dev-1", 7, "1.1.0");
+  reg.on_status("dev-1", 7, success("1.1.0", 7));
+  EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.1.0"), t0).rolled_back.empty());
+
+  auto first = reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
+  ASSERT_EQ(first.rolled_back.size(), 1u);
+  EXPECT_EQ(first.rolled_back[0].rollout, 7);
+  EXPECT_EQ(first.rolled_back[0].version, "1.1.0");
+  // Not recorded (the check was refused): the next check derives it again.
+  auto again = reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
+  ASSERT_EQ(again.rolled_back.size(), 1u);
+  reg.rollbacks_recorded("dev-1", again.rolled_back);
+  EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).rolled_back.empty());
+}
+
+}  // namespace
+}  // namespace otter::service
