@@ -311,7 +311,9 @@ result<events_list_args> parse_events_list(const json& args) {
   events_list_args a;
   a.device = r.optional("device", detail::read_name);
   a.kind = r.optional("kind", read_event_kind);
-  if (auto since = r.optional("since", detail::uint_reader(0, kInt64Max)))
+  // 9999-12-31T23:59:59Z: PostgreSQL's timestamps end there (later was "internal").
+  constexpr std::uint64_t kLastSecond = 253402300799;
+  if (auto since = r.optional("since", detail::uint_reader(0, kLastSecond)))
     a.since = static_cast<std::int64_t>(*since);
   a.page = read_page(r);
   if (!r.ok()) return r.take_error();

@@ -128,6 +128,7 @@ TEST_F(errors_test, operator_errors_use_the_documented_codes) {
        "bad_request"},
       {"bad limit", "events.list", {{"limit", 0}}, "bad_request"},
       {"bad cursor", "events.list", {{"after", "abc"}}, "bad_request"},
+      {"since past year 9999", "events.list", {{"since", 10000000000000}}, "bad_request"},
       {"bad state filter", "rollout.list", {{"state", "sleeping"}}, "bad_request"},
   };
   for (const auto& c : cases) {

@@ -405,13 +405,14 @@ TEST(commands_events, list) {
   EXPECT_EQ(r->kind, "check");
   EXPECT_EQ(r->since, 1700000000);
   EXPECT_EQ(parse_events_list({{"since", 0}})->since, 0);
+  EXPECT_EQ(parse_events_list({{"since", 253402300799}})->since, 253402300799);  // 9999-12-31
   EXPECT_EQ(parse_events_list({{"kind", "rolled_back"}})->kind, "rolled_back");
   EXPECT_TRUE(parse_events_list({{"kind", std::string(32, 'k')}}).ok());
   for (const json& bad :
        {json(""), json("Check"), json("a-b"), json("a1"), json(std::string(33, 'k')), json(3)})
     EXPECT_TRUE(refused(parse_events_list({{"kind", bad}}), "kind")) << bad;
-  for (const json& bad :
-       {json(-1), json("100"), json(1.5), json(9223372036854775808u), json(nullptr)})
+  for (const json& bad : {json(-1), json("100"), json(1.5), json(253402300800),
+                          json(9223372036854775807), json(9223372036854775808u), json(nullptr)})
     EXPECT_TRUE(refused(parse_events_list({{"since", bad}}), "since")) << bad;
   EXPECT_TRUE(refused(parse_events_list({{"device", ""}}), "device"));
 }
