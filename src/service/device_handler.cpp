@@ -228,9 +228,17 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
     if (std::from_chars(text.data(), text.data() + text.size(), id).ptr !=
         text.data() + text.size())
       id = 0;
+    // A rollout of the catalog is taken on trust (another instance may have made the offer),
+    // but not one for another model than the device reported: that would count the report in
+    // a rollout the device cannot be part of.
     auto catalog = d_.catalog.current();
+    const auto model = d_.devices.model_of(device);
     bool known = false;
-    for (const auto& r : catalog->rollouts) known = known || r.id == id;
+    for (const auto& r : catalog->rollouts) {
+      if (r.id != id) continue;
+      const auto* rel = catalog->find_release(r.release_id);
+      known = !model || !rel || rel->model == *model;
+    }
     if (!known && !d_.devices.was_offered(device, id)) {
       return refuse(device, m.req,
                     make_error(errc::not_found,

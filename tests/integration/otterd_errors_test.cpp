@@ -296,6 +296,29 @@ TEST_F(errors_test, retained_messages_replayed_by_the_broker_are_refused_not_run
       1u);
 }
 
+// A status naming a rollout of another model than the device's is refused: it would count in
+// a rollout the device cannot be part of (operators widen rollouts on those counts).
+TEST_F(errors_test, a_status_for_another_models_rollout_is_not_found) {
+  add_release("esp8266-other", "2.0.0", random_image(500, 22));
+  const auto other = create_rollout("esp8266-other", "2.0.0", {{"type", "all"}});
+  device d(env_, *topics_, "dev-m1");
+  d.connect_started();
+  ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+  auto err = d.send_raw("status",
+                        nlohmann::json{{"req", "s-x"},
+                                       {"version", "2.0.0"},
+                                       {"state", "failed"},
+                                       {"error", "x"},
+                                       {"rollout", other}}
+                            .dump(),
+                        topics_->error("dev-m1"));
+  ASSERT_TRUE(err);
+  EXPECT_EQ((*err)["code"], "not_found") << err->dump();
+  EXPECT_EQ((*err)["req"], "s-x");
+  auto counts = admin_->cmd("rollout.get", {{"id", other}})["result"]["counts"];
+  EXPECT_EQ(counts.value("failed", 0), 0) << counts.dump();
+}
+
 TEST_F(errors_test, metrics_and_service_state) {
   peer watcher(env_.mqtt_url, "ms-" + random_hex(3), "viewer1", env_.operator_password);
   watcher.subscribe("ota/v1/service/" + instance_ + "/state");
