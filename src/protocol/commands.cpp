@@ -277,8 +277,8 @@ result<device_list_args> parse_device_list(const json& args) {
   detail::field_reader r(args);
   device_list_args a;
   a.model = r.optional("model", detail::read_name);
-  // Any recorded text, not only valid semver: a filter must find what devices reported.
-  a.version = r.optional("version", detail::string_reader(1, 128));
+  // Build metadata is ignored in identity (PROTOCOL.md): "1.0.0" also finds "1.0.0+b7".
+  if (auto v = r.optional("version", detail::read_version)) a.version = v->value.canonical();
   a.page = read_page(r);
   if (!r.ok()) return r.take_error();
   return a;

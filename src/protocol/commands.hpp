@@ -81,7 +81,7 @@ struct rollout_list_args {
 };
 struct device_list_args {
   std::optional<std::string> model;
-  std::optional<std::string> version;  // matched against the recorded version text
+  std::optional<std::string> version;  // identity (build metadata dropped): semver::canonical()
   page_args page;
 };
 struct device_get_args {

@@ -112,7 +112,8 @@ constexpr const char* kListDevices =
     "  floor(extract(epoch FROM first_seen) * 1000)::bigint AS first_seen_ms, "
     "  floor(extract(epoch FROM last_seen) * 1000)::bigint AS last_seen_ms "
     "FROM devices "
-    "WHERE ($1::text IS NULL OR model = $1) AND ($2::text IS NULL OR version = $2) "
+    "WHERE ($1::text IS NULL OR model = $1) "
+    "  AND ($2::text IS NULL OR split_part(version, '+', 1) = $2) "
     "  AND ($3::bigint IS NULL OR seq > $3) "
     "ORDER BY seq LIMIT $4";
 constexpr const char* kListStatus =

@@ -236,6 +236,30 @@ TEST_F(devices_test, a_rollback_between_the_longest_versions_is_recorded) {
   EXPECT_EQ(admin_->cmd("device.get", {{"id", "dev-long"}})["result"]["version"], low);
 }
 
+// PROTOCOL.md: build metadata is ignored in identity, device.list's version filter included.
+TEST_F(devices_test, device_list_finds_a_version_by_its_identity) {
+  device a(env_, *topics_, "dev-b7");
+  device b(env_, *topics_, "dev-plain");
+  device c(env_, *topics_, "dev-rc");
+  for (auto* d : {&a, &b, &c}) d->connect_started();
+  ASSERT_TRUE(a.check(*pub_, kModel, "1.0.0+b7"));
+  ASSERT_TRUE(b.check(*pub_, kModel, "1.0.0"));
+  ASSERT_TRUE(c.check(*pub_, kModel, "1.0.0-rc.1"));
+  auto ids = [&](const std::string& version) {
+    std::set<std::string> out;
+    auto r = admin_->cmd("device.list", {{"version", version}});
+    EXPECT_EQ(r["ok"], true) << r.dump();
+    for (const auto& d : r["result"]["items"]) out.insert(d["id"].get<std::string>());
+    return out;
+  };
+  const std::set<std::string> both{"dev-b7", "dev-plain"};
+  EXPECT_EQ(ids("1.0.0"), both);
+  EXPECT_EQ(ids("1.0.0+b9"), both);
+  EXPECT_EQ(ids("1.0.0-rc.1"), std::set<std::string>{"dev-rc"});
+  auto bad = admin_->cmd("device.list", {{"version", "x"}});
+  EXPECT_EQ(bad["error"]["code"], "bad_request") << bad.dump();
+}
+
 TEST_F(devices_test, events_are_published_and_listed_newest_first) {
   auto watcher_ptr = event_watcher();
   auto& watcher = *watcher_ptr;
