@@ -536,6 +536,29 @@ result<void> client::subscribe(std::string filter, int qos, std::chrono::millise
   return {};
 }
 
+result<void> client::unsubscribe(const std::string& filter, std::chrono::milliseconds timeout) {
+  auto& s = *impl_;
+  bool up = false;
+  {
+    std::lock_guard lock(s.mu);
+    std::erase_if(s.subs, [&](const auto& sub) { return sub.filter == filter; });
+    up = s.session_up;
+  }
+  if (!up) return {};
+  try {
+    auto tok = s.cli.unsubscribe(filter);
+    if (timeout.count() > 0 && tl_callback_depth == 0 && !tok->wait_for(timeout))
+      return make_error(errc::unavailable, "no UNSUBACK for " + filter + " within " +
+                                               std::to_string(timeout.count()) + " ms");
+  } catch (const ::mqtt::exception& e) {
+    if (e.get_return_code() == MQTTASYNC_DISCONNECTED) return {};  // nothing to undo
+    // MQTT 5 "no subscription existed": what was asked for holds.
+    if (e.get_reason_code() == MQTTREASONCODE_NO_SUBSCRIPTION_FOUND) return {};
+    return make_error(errc::unavailable, "unsubscribe from " + filter + ": " + e.what());
+  }
+  return {};
+}
+
 result<void> client::connect(std::chrono::milliseconds timeout) {
   start_connect();
   return wait_connected(timeout);

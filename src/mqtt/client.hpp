@@ -87,6 +87,12 @@ class client {
   result<void> subscribe(std::string filter, int qos,
                          std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
+  // Forgets the subscription (no reconnect makes it again). If connected, unsubscribes now and
+  // waits up to `timeout` for the broker's answer, after which no message for it arrives; what
+  // the broker sent before that answer has been delivered to the handler. Errors: unavailable.
+  result<void> unsubscribe(const std::string& filter,
+                           std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
   // start_connect() and wait_connected(). On timeout the client keeps trying in the background.
   result<void> connect(std::chrono::milliseconds timeout);
   // Starts connecting and returns at once; then reconnects forever until disconnect(). Lets a

@@ -332,9 +332,12 @@ struct service::impl {
       if (up) out->publish(topics.service_state(cfg.instance), "online", 1, true);
     });
     // Not connected yet: these are remembered and made on every (re)connect.
-    for (const auto& f :
-         {topics.device_up_filter(), topics.admin_req_filter(), topics.admin_upload_filter()}) {
-      if (auto r = client->subscribe(with_share(cfg.share_group, f), 1); !r)
+    const std::vector<std::string> filters = {
+        with_share(cfg.share_group, topics.device_up_filter()),
+        with_share(cfg.share_group, topics.admin_req_filter()),
+        with_share(cfg.share_group, topics.admin_upload_filter())};
+    for (const auto& f : filters) {
+      if (auto r = client->subscribe(f, 1); !r)
         throw std::runtime_error("cannot subscribe to " + f + ": " + r.error().message);
     }
     accepting = true;
@@ -351,6 +354,13 @@ struct service::impl {
       std::this_thread::sleep_for(50ms);
     }
 
+    // Stop the broker sending first, and take everything it sent before its answer: a message
+    // that arrived after `accepting` went false would be lost, and with shared subscriptions
+    // the broker sends this instance's share elsewhere only once it has unsubscribed.
+    spdlog::info("decision=shutdown stage=unsubscribe");
+    for (const auto& f : filters)
+      if (auto r = client->unsubscribe(f, 5s); !r)
+        spdlog::warn("decision=shutdown unsubscribe={} reason=\"{}\"", f, r.error().message);
     spdlog::info("decision=shutdown stage=drain");
     accepting = false;
     device_work->stop();  // handles what was received, so its records are drained below

@@ -430,6 +430,30 @@ TEST(mqtt_client, publish_when_disconnected_returns_an_error_instead_of_throwing
   EXPECT_EQ(r.error().code, errc::unavailable);
 }
 
+// otterd unsubscribes before it drains at shutdown: after the answer nothing more arrives, and
+// a reconnect does not subscribe again.
+TEST(mqtt_client, unsubscribe_stops_delivery_and_survives_a_reconnect) {
+  test::broker_process broker;
+  client sub(options_for(broker, "unsub"));
+  inbox got;
+  got.attach(sub);
+  ASSERT_TRUE(sub.subscribe("u/#", 1).ok());
+  ASSERT_TRUE(sub.connect(5s).ok());
+  client pub(options_for(broker, "unsub-pub"));
+  ASSERT_TRUE(pub.connect(5s).ok());
+  ASSERT_TRUE(pub.publish("u/1", "before", 1).ok());
+  ASSERT_TRUE(got.wait_for_count(1, 5s));
+  ASSERT_TRUE(sub.unsubscribe("u/#", 5s).ok());
+  ASSERT_TRUE(pub.publish("u/2", "after", 1).ok());
+  broker.stop();
+  broker.start();
+  ASSERT_TRUE(eventually([&] { return sub.connected() && pub.connected(); }, 15s));
+  ASSERT_TRUE(pub.publish("u/3", "after reconnect", 1).ok());
+  std::this_thread::sleep_for(500ms);
+  ASSERT_EQ(got.size(), 1u) << got.messages().back().payload;
+  EXPECT_TRUE(sub.unsubscribe("never/subscribed", 5s).ok());
+}
+
 TEST(mqtt_client, handler_can_publish_and_subscribe_from_inside_the_callback) {
   test::broker_process broker;
   client echo(options_for(broker, "echo"));

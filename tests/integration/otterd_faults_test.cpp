@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <csignal>
 #include <thread>
 
 #include "support/broker_process.hpp"
@@ -21,7 +22,7 @@ std::size_t count_events(operator_client& op, const nlohmann::json& filter) {
   args["limit"] = 1000;
   for (;;) {
     auto r = op.cmd("events.list", args);
-    if (r.value("ok", false) != true) return SIZE_MAX;
+    if (!r.is_object() || r.value("ok", false) != true) return SIZE_MAX;  // no answer: a string
     n += r["result"]["items"].size();
     if (r["result"]["next"].is_null()) return n;
     args["after"] = r["result"]["next"];
@@ -222,6 +223,57 @@ TEST_F(faults_test, a_second_instance_sees_a_command_within_a_second) {
   // Both instances answered some of them.
   EXPECT_NE(second.log().find("decision=offer"), std::string::npos);
   EXPECT_NE(otterd_->log().find("decision=offer"), std::string::npos);
+  EXPECT_EQ(second.stop(), 0);
+}
+
+// An instance shutting down first unsubscribes, so the broker sends its share of the device
+// and operator topics to the others while it drains; before, it stayed subscribed and dropped
+// what it was sent (a drain waits up to 30 s for PostgreSQL, here kept away on purpose).
+TEST_F(faults_test, a_draining_instance_leaves_its_share_to_the_others) {
+  add_release(kModel, "1.1.0", "drain-image");
+  const auto rid = create_rollout(kModel, "1.1.0", {{"type", "all"}});
+  tcp_proxy proxy(db_->admin_url());
+  admin_.reset();
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd({{"OTTER_SHARE_GROUP", "otter"},
+                {"OTTER_DB_URL", url_with_host_port(db_->url(), "127.0.0.1", proxy.port())}});
+  auto env2 = otterd_env();
+  env2["OTTER_SHARE_GROUP"] = "otter";
+  env2["OTTER_INSTANCE"] = instance_ + "-b";
+  env2["OTTER_MQTT_CLIENT_ID"] = "otterd-" + instance_ + "-b";
+  otterd_process second(env2, dir_);
+  ASSERT_TRUE(second.wait_ready()) << second.log();
+  admin_ = std::make_unique<operator_client>(env_, *topics_, "admin1");
+
+  // The first instance holds records it cannot write: its drain waits for PostgreSQL.
+  proxy.set_up(false);
+  for (int i = 0; i < 10 && otterd_->log().find("decision=offer") == std::string::npos; ++i) {
+    device d(env_, *topics_, "pre-" + std::to_string(i));
+    d.connect_started();
+    ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+  }
+  ASSERT_NE(otterd_->log().find("decision=offer"), std::string::npos);
+  ASSERT_EQ(::kill(otterd_->pid(), SIGTERM), 0);
+  ASSERT_TRUE(
+      eventually([&] { return otterd_->log().find("stage=drain") != std::string::npos; }, 10s))
+      << otterd_->log();
+  std::vector<std::unique_ptr<device>> fleet;
+  for (int i = 0; i < 20; ++i)
+    fleet.push_back(std::make_unique<device>(env_, *topics_, "drain-" + std::to_string(i)));
+  for (auto& d : fleet) d->connect_started();
+  for (auto& d : fleet)
+    d->status({{"req", "s-1"}, {"version", "1.1.0"}, {"state", "downloading"}, {"rollout", rid}});
+  EXPECT_TRUE(eventually(
+      [&] {
+        return count_events(*admin_, {{"kind", "status"}}) == 20;
+      },
+      15s))
+      << count_events(*admin_, {{"kind", "status"}}) << " of 20 status reports recorded";
+  EXPECT_TRUE(otterd_->running()) << "the first instance should still be draining";
+
+  proxy.set_up(true);
+  admin_.reset();
+  EXPECT_EQ(stop_otterd(), 0);
   EXPECT_EQ(second.stop(), 0);
 }
 
