@@ -16,7 +16,9 @@ using attr_map = std::map<std::string, std::string>;
 
 // Payload -> JSON object. Errors (bad_request): larger than max_bytes, not UTF-8 / not JSON,
 // not an object. The message says which.
-result<nlohmann::json> parse_object(std::string_view payload, std::size_t max_bytes = 16 * 1024);
+inline constexpr std::size_t kMaxMessageBytes = 16 * 1024;  // device and operator messages
+result<nlohmann::json> parse_object(std::string_view payload,
+                                    std::size_t max_bytes = kMaxMessageBytes);
 
 // The same for a payload parse_object refused (too large, malformed): the top-level string
 // `key` if the parser read it before the problem, within the first 64 KiB. PROTOCOL.md: an

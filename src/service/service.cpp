@@ -13,6 +13,7 @@
 #include "http/link_signer.hpp"
 #include "http/server.hpp"
 #include "mqtt/client.hpp"
+#include "protocol/messages.hpp"
 #include "protocol/topics.hpp"
 #include "service/admin_handler.hpp"
 #include "service/clock.hpp"
@@ -161,6 +162,10 @@ struct service::impl {
         default:
           if (m.retained)
             devices_handler->refuse_retained(*t, m.payload);
+          else if (m.payload.size() > protocol::kMaxMessageBytes)
+            // Refused here rather than copied into a worker's queue: the broker lets through
+            // up to its message_size_limit (uploads need 16 MiB), 10000 of them per worker.
+            devices_handler->handle(*t, m.payload);
           else
             device_work->submit(std::move(*t), m.payload);
       }
