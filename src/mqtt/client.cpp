@@ -53,6 +53,15 @@ std::string describe(int rc, int reason) {
   return ::mqtt::exception::error_str(rc);
 }
 
+// CONNACK refusals for the credentials: MQTT 3.1.1 return codes 4 (bad user name or password)
+// and 5 (not authorized); MQTT 5 reason codes 0x86, 0x87 and 0x8C (bad authentication method),
+// which Paho reports as the return code or the reason code.
+bool refused_credentials(int rc, int reason) {
+  for (int code : {rc, reason})
+    if (code == 4 || code == 5 || code == 0x86 || code == 0x87 || code == 0x8C) return true;
+  return false;
+}
+
 // Paho hands a void* back with every token: we store the connection generation in it.
 void* generation_context(std::uint64_t generation) {
   return reinterpret_cast<void*>(static_cast<std::uintptr_t>(generation));
@@ -198,6 +207,7 @@ struct client::impl {
   std::size_t pending_subs = 0;
   std::size_t failures = 0;  // connect attempts failed since the last success
   std::string last_error;
+  bool auth_refused = false;  // the last attempt was refused for its credentials
   bool handlers_off = false;  // destruction began: user handlers are no longer called
   bool closing = false;       // destruction is past disconnect: Paho callbacks are ignored
   int handlers_running = 0;
@@ -276,6 +286,7 @@ struct client::impl {
         ever_connected = true;
         failures = 0;
         last_error.clear();
+        auth_refused = false;
         in_window = 0;  // what was in flight belongs to the old connection and its generation
       }
     }
@@ -372,6 +383,7 @@ struct client::impl {
       std::lock_guard lock(mu);
       if (!started) return;
       last_error = "connect failed: " + why;
+      auth_refused = refused_credentials(tok.get_return_code(), tok.get_reason_code());
       n = ++failures;
     }
     cv.notify_all();
@@ -593,8 +605,14 @@ void client::start_connect() {
 result<void> client::wait_connected(std::chrono::milliseconds timeout) {
   auto& s = *impl_;
   std::unique_lock lock(s.mu);
-  if (tl_callback_depth == 0) s.cv.wait_for(lock, timeout, [&] { return s.ready || !s.started; });
+  if (tl_callback_depth == 0)
+    s.cv.wait_for(lock, timeout, [&] { return s.ready || !s.started || s.auth_refused; });
   if (s.ready) return {};
+  // Retrying does not mend credentials: say so at once (the client still retries).
+  if (s.auth_refused)
+    return make_error(errc::forbidden, "mqtt " + s.opts.client_id + ": " + s.opts.server_uri +
+                                           " refused the user name or password (" + s.last_error +
+                                           ")");
   std::string why = !s.started ? "not started" : "timed out";
   if (!s.last_error.empty()) why += ", last error: " + s.last_error;
   return make_error(errc::unavailable, "mqtt " + s.opts.client_id + ": not connected to " +

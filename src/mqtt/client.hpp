@@ -98,7 +98,8 @@ class client {
   // Starts connecting and returns at once; then reconnects forever until disconnect(). Lets a
   // simulator bring up thousands of clients in parallel. No-op if already started.
   void start_connect();
-  // Waits until connected() or the timeout; unavailable carries the last connect error.
+  // Waits until connected() or the timeout; unavailable carries the last connect error,
+  // forbidden comes at once when the broker refused the credentials (retrying goes on).
   result<void> wait_connected(std::chrono::milliseconds timeout);
   // Connected and every remembered subscription acknowledged.
   bool connected() const;

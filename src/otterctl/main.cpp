@@ -269,7 +269,10 @@ std::string hint_for(const std::string& code, const std::string& op, const std::
            "for changes)";
   if (code == "not_found")
     return "check the name or id (otterctl releases, rollouts, devices list what exists)";
-  if (code == "conflict") return "it exists already: choose another name or version";
+  // The service's conflicts: a release that exists, or a change to a cancelled rollout.
+  if (code == "conflict" && cmd.rfind("rollout", 0) == 0)
+    return "a cancelled rollout stays cancelled: create a new rollout for the release";
+  if (code == "conflict") return "it exists already: choose another version";
   if (code == "bad_request") return "check the arguments: otterctl " + cmd + " --help";
   if (code == "rate_limited" || code == "unavailable") return "wait a moment and try again";
   return "try again; if it persists, look at otterd's log";
@@ -319,6 +322,12 @@ class session {
     (void)client_->subscribe(topics_.admin_response(cs_.op), 1, 0ms);
     for (const auto& f : extra_filters) (void)client_->subscribe(f, 0, 0ms);
     auto r = client_->connect(cs_.timeout);
+    if (!r && r.error().code == otter::errc::forbidden)
+      fail(kUsage,
+           "the broker at " + cs_.url + " refused " +
+               (cs_.user.empty() ? "a connection without a user name" : "user " + cs_.user) +
+               ": wrong user name or password, or not allowed (" + r.error().message + ")",
+           "check --user/OTTER_MQTT_USER and --password/OTTER_MQTT_PASSWORD");
     if (!r)
       fail(kUsage,
            "cannot connect to " + cs_.url + " as " + (cs_.user.empty() ? "(no user)" : cs_.user) +
@@ -932,6 +941,14 @@ int run(const std::vector<std::string>& argv) {
       std::string list;
       for (const auto& c : commands())
         if (c.words.size() == 2) list += "  otterctl rollout " + c.words[1] + " " + c.usage + "\n";
+      const auto unknown = std::find_if(rest.begin(), rest.end(),
+                                        [](const std::string& t) { return t.rfind("-", 0) != 0; });
+      if (unknown != rest.end()) {
+        std::cerr << "otterctl: unknown rollout subcommand \"" << otter::ctl::printable(*unknown)
+                  << "\"; these are:\n"
+                  << list;
+        return kUsage;
+      }
       if (help) {
         std::cout << "Usage:\n" << list;
         return kOk;

@@ -2,6 +2,8 @@
 // output checked against what the service itself answers.
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <filesystem>
 #include <sstream>
 #include <thread>
@@ -152,6 +154,11 @@ TEST_F(otterctl_test, rollouts_devices_status_and_events) {
   auto cancelled = ctl_json({"rollouts", "--state", "cancelled"});
   ASSERT_EQ(cancelled.size(), 1u);
   EXPECT_EQ(cancelled[0]["id"], id);
+  // The advice fits the conflict: not "it exists already".
+  auto resume = ctl({"rollout", "resume", id});
+  EXPECT_EQ(resume.status, 1) << resume.output;
+  EXPECT_NE(resume.output.find("cancelled rollout stays cancelled"), std::string::npos)
+      << resume.output;
   auto listing = ctl({"rollouts"});
   EXPECT_NE(listing.output.find("canary"), std::string::npos) << listing.output;
 
@@ -223,6 +230,12 @@ TEST_F(otterctl_test, exit_statuses_and_advice) {
             2);
   EXPECT_EQ(ctl({"rollout", "widen", "1", "lots"}).status, 2);
   EXPECT_EQ(ctl({"frobnicate"}).status, 2);
+  for (const std::vector<std::string>& a :
+       {std::vector<std::string>{"rollout", "frob", "1"}, {"rollout", "frob", "--help"}}) {
+    auto r = ctl(a);
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find("unknown rollout subcommand \"frob\""), std::string::npos) << r.output;
+  }
   EXPECT_EQ(ctl({}).status, 2);
   EXPECT_EQ(ctl({"upload", "/nonexistent/fw.bin", "--model", "m", "--version", "1.0.0"}).status, 2);
 
@@ -241,6 +254,19 @@ TEST_F(otterctl_test, exit_statuses_and_advice) {
   auto nobroker = ctl({"releases", "--mqtt", "tcp://127.0.0.1:1", "--timeout", "2"});
   EXPECT_EQ(nobroker.status, 2) << nobroker.output;
   EXPECT_NE(nobroker.output.find("cannot connect"), std::string::npos) << nobroker.output;
+
+  // Wrong password: 2 at once (retrying cannot mend it), saying what is wrong.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto refused = run_command({OTTERCTL_PATH, "releases", "--timeout", "20"},
+                             {{"OTTER_MQTT_URL", env_.mqtt_url},
+                              {"OTTER_MQTT_USER", "admin1"},
+                              {"OTTER_MQTT_PASSWORD", "not-the-password"}});
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("refused user admin1: wrong user name or password"),
+            std::string::npos)
+      << refused.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10))
+      << "waited out the timeout";
 
   // Broker but no otterd: 2 with the documented advice.
   EXPECT_EQ(stop_otterd(), 0);
