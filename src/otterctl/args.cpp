@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 
 namespace otter::ctl {
 
@@ -95,6 +96,38 @@ std::optional<double> parse_number(std::string_view s) {
   const double v = std::strtod(text.c_str(), &end);
   if (end != text.c_str() + text.size() || !std::isfinite(v)) return std::nullopt;
   return v;
+}
+
+result<std::int64_t> parse_since(std::string_view s, std::int64_t now) {
+  const auto bad = [] {
+    return make_error(
+        errc::bad_request,
+        "not unix seconds, a UTC time (2026-11-29T10:00:00Z) or an age (30m, 2h, 7d)");
+  };
+  if (s.empty() || s.size() > 32) return bad();
+  if (auto n = parse_int(s)) {
+    if (*n < 0) return bad();
+    return static_cast<std::int64_t>(*n);
+  }
+  const char unit = s.back();
+  if (unit == 's' || unit == 'm' || unit == 'h' || unit == 'd') {
+    const auto n = parse_int(s.substr(0, s.size() - 1));
+    const std::int64_t per = unit == 's' ? 1 : unit == 'm' ? 60 : unit == 'h' ? 3600 : 86400;
+    if (!n || *n < 0 || *n > 100LL * 365 * 86400 / per) return bad();
+    return std::max<std::int64_t>(0, now - *n * per);
+  }
+  // YYYY-MM-DDTHH:MM:SSZ, checked by formatting the parsed time back.
+  if (s.size() != 20) return bad();
+  std::tm tm{};
+  const std::string text(s);
+  if (!::strptime(text.c_str(), "%Y-%m-%dT%H:%M:%SZ", &tm)) return bad();
+  const std::time_t t = ::timegm(&tm);
+  std::tm back{};
+  char again[32];
+  if (t < 0 || !::gmtime_r(&t, &back) ||
+      std::strftime(again, sizeof again, "%Y-%m-%dT%H:%M:%SZ", &back) != 20 || text != again)
+    return bad();
+  return static_cast<std::int64_t>(t);
 }
 
 std::vector<std::string> split(std::string_view s, char sep) {

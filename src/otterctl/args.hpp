@@ -1,6 +1,7 @@
 #pragma once
 // A small command-line parser for otterctl: "--name value", "--name=value", boolean flags,
 // positional arguments, and the help text of an option table.
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -33,6 +34,10 @@ result<parsed_args> parse_args(const std::vector<std::string>& tokens,
 
 // One aligned line per option: "  --name METAVAR   help".
 std::string options_help(const std::vector<option>& options);
+
+// --since: unix seconds, a UTC time "2026-11-29T10:00:00Z", or an age before `now` ("45s",
+// "30m", "2h", "7d"). bad_request with what is accepted otherwise.
+result<std::int64_t> parse_since(std::string_view s, std::int64_t now);
 
 // Strict decimal parsers for option values; nullopt on anything else.
 std::optional<long long> parse_int(std::string_view s);

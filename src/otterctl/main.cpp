@@ -104,6 +104,7 @@ const std::vector<command_spec>& commands() {
        "[--model M] [--limit N]",
        "list releases",
        {{"model", "M", "only this model"}, limit}},
+      {{"release"}, "MODEL VERSION", "show one release", {}},
       {{"rollout", "create"},
        "NAME --model M --version V (--all | --percent P | --devices a,b | --group k=v[,k=v]) "
        "[--allow-downgrade]",
@@ -146,13 +147,17 @@ const std::vector<command_spec>& commands() {
         {"state", "S", "only this state"},
         limit}},
       {{"events"},
-       "[--device D] [--kind K] [--follow [--for S]] [--limit N]",
+       "[--device D] [--kind K] [--since T] [--follow [--for S]] [--limit N]",
        "list events, newest first, or follow the live ones",
        {{"device", "D", "only this device"},
         {"kind", "K", "only this kind (check, offer, status, chunk, error, command, upload)"},
+        {"since", "T",
+         "only events from T on: unix seconds, UTC time (2026-11-29T10:00:00Z) or an age (30m, "
+         "2h, 7d)"},
         {"follow", "", "print live events as they happen (one JSON per line with --json)"},
         {"for", "S", "with --follow: stop after S seconds (default: until Ctrl-C)"},
         limit}},
+      {{"metrics"}, "", "the service's counters", {}},
       {{"keygen"},
        "--out FILE",
        "write a new P-256 release key (mode 0600)",
@@ -652,6 +657,28 @@ int cmd_releases(const invocation& inv, session& s) {
   return kOk;
 }
 
+int cmd_release(const invocation& inv, session& s) {
+  want_positional(inv, 2);
+  s.connect();
+  const json r = s.request(
+      "release.get", {{"model", inv.args.positional[0]}, {"version", inv.args.positional[1]}});
+  if (inv.json_out) return print_json(r), kOk;
+  print_release(r);
+  return kOk;
+}
+
+int cmd_metrics(const invocation& inv, session& s) {
+  want_positional(inv, 0);
+  s.connect();
+  const json m = s.request("metrics.get", json::object());
+  if (inv.json_out) return print_json(m), kOk;
+  std::vector<std::pair<std::string, std::string>> rows;
+  for (const auto& [k, v] : m.items())
+    rows.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
+  print_record(rows);
+  return kOk;
+}
+
 json target_from(const invocation& inv) {
   int given = 0;
   json target;
@@ -890,8 +917,16 @@ int cmd_events(const invocation& inv, session& s) {
   if (inv.args.has("follow")) return cmd_events_follow(inv, s);
   if (inv.args.has("for")) fail(kUsage, "--for goes with --follow", "add --follow, or drop --for");
   const auto limit = limit_of(inv);
+  json args = filters(inv, {"device", "kind"});
+  if (auto since = inv.args.get("since")) {
+    auto t = otter::ctl::parse_since(*since, std::time(nullptr));
+    if (!t)
+      fail(kUsage, "--since " + otter::ctl::printable(*since) + ": " + t.error().message,
+           "give unix seconds, a UTC time like 2026-11-29T10:00:00Z, or an age like 30m, 2h, 7d");
+    args["since"] = *t;
+  }
   s.connect();
-  const auto items = s.list("events.list", filters(inv, {"device", "kind"}), limit);
+  const auto items = s.list("events.list", args, limit);
   if (inv.json_out) return print_json(items), kOk;
   table t({"AT", "KIND", "DEVICE", "ACTOR", "ROLLOUT", "DATA"});
   for (const auto& e : items) t.add(event_row(e));
@@ -988,6 +1023,8 @@ int run(const std::vector<std::string>& argv) {
   session s(connection_from(inv.args), w);
   if (w == "upload") return cmd_upload(inv, s);
   if (w == "releases") return cmd_releases(inv, s);
+  if (w == "release") return cmd_release(inv, s);
+  if (w == "metrics") return cmd_metrics(inv, s);
   if (w == "rollout create") return cmd_rollout_create(inv, s);
   if (w == "rollout widen") return cmd_rollout_widen(inv, s);
   if (w == "rollout pause") return cmd_rollout_state(inv, s, "pause");

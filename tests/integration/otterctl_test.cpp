@@ -88,6 +88,12 @@ TEST_F(otterctl_test, upload_releases_and_signing) {
   EXPECT_EQ(table.status, 0);
   EXPECT_NE(table.output.find("MODEL"), std::string::npos) << table.output;
   EXPECT_NE(table.output.find("1.2.0"), std::string::npos) << table.output;
+  EXPECT_EQ(ctl_json({"release", kModel, "1.2.0"}),
+            admin_->cmd("release.get", {{"model", kModel}, {"version", "1.2.0"}})["result"]);
+  auto one = ctl({"release", kModel, "1.2.0"});
+  EXPECT_NE(one.output.find("sha256:"), std::string::npos) << one.output;
+  EXPECT_EQ(ctl({"release", kModel, "9.9.9"}).status, 1);
+  EXPECT_TRUE(ctl_json({"metrics"}).contains("checks"));
 
   // The service refuses a release that exists: status 1 and what to do next.
   auto dup = ctl({"upload", image2, "--model", kModel, "--version", "1.2.0"});
@@ -180,6 +186,14 @@ TEST_F(otterctl_test, rollouts_devices_status_and_events) {
   auto events = ctl_json({"events", "--device", "ctl-dev-1"});
   EXPECT_EQ(events, admin_->cmd("events.list", {{"device", "ctl-dev-1"}})["result"]["items"]);
   EXPECT_EQ(ctl_json({"events", "--kind", "command", "--limit", "3"}).size(), 3u);
+  // --since: an age, a UTC time, unix seconds.
+  const auto recent = ctl_json({"events", "--device", "ctl-dev-1", "--since", "1h"});
+  EXPECT_EQ(recent, events);
+  EXPECT_EQ(ctl_json({"events", "--since", "2099-01-01T00:00:00Z"}).size(), 0u);
+  EXPECT_EQ(ctl_json({"events", "--device", "ctl-dev-1", "--since", "0"}), events);
+  auto bad_since = ctl({"events", "--since", "last tuesday"});
+  EXPECT_EQ(bad_since.status, 2);
+  EXPECT_NE(bad_since.output.find("an age like 30m"), std::string::npos) << bad_since.output;
   auto events_text = ctl({"events", "--kind", "command"});
   EXPECT_NE(events_text.output.find("rollout.create"), std::string::npos) << events_text.output;
 }
