@@ -31,6 +31,7 @@
 #include "otterctl/args.hpp"
 #include "otterctl/table.hpp"
 #include "protocol/ids.hpp"
+#include "protocol/semver.hpp"
 #include "protocol/topics.hpp"
 
 namespace {
@@ -609,12 +610,32 @@ int cmd_upload(const invocation& inv, session& s) {
   want_positional(inv, 1);
   const auto model = required(inv, "model");
   const auto version = required(inv, "version");
+  // What the service would refuse after the whole image went over: refused before.
+  if (!otter::protocol::valid_name(model))
+    fail(kUsage, "--model " + otter::ctl::printable(model) + ": not a model name",
+         "use 1 to 64 characters of A-Z a-z 0-9 _ . -");
+  for (const char* flag : {"version", "min-version"})
+    if (auto v = inv.args.get(flag); v && !otter::protocol::parse_semver(*v))
+      fail(kUsage,
+           std::string("--") + flag + " " + otter::ctl::printable(*v) + ": not a semantic version",
+           "write it as MAJOR.MINOR.PATCH, e.g. 1.2.0 or 1.2.0-rc.1");
   std::optional<otter::crypto::ec_key> key;
   if (auto k = inv.args.get("sign")) key = load_private_key(*k);  // fail before any upload
   const bool progress = ::isatty(STDERR_FILENO) != 0;
   auto file = read_and_hash(inv.args.positional[0], progress);
   const auto sha = otter::crypto::to_hex(file.digest);
   s.connect();
+  {
+    const auto gid = s.next_id();
+    const json get = {
+        {"id", gid}, {"cmd", "release.get"}, {"args", {{"model", model}, {"version", version}}}};
+    const json found = s.exchange(s.topics().admin_request(s.settings().op), get.dump(), gid);
+    if (found.value("ok", false))
+      fail(kRefused,
+           "upload refused before sending the image: conflict: release " + model + " " +
+               field(found["result"], "version") + " exists already",
+           "choose another version (otterctl releases --model " + model + " lists them)");
+  }
   const auto id = "up-" + otter::crypto::to_hex(otter::crypto::random_bytes(8));
   // MQTT carries the image as one message: there is no byte progress to show while sending.
   if (progress) std::cerr << "sending  " << human_size(file.bytes.size()) << "..." << std::flush;

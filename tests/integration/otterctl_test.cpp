@@ -96,9 +96,23 @@ TEST_F(otterctl_test, upload_releases_and_signing) {
   EXPECT_TRUE(ctl_json({"metrics"}).contains("checks"));
 
   // The service refuses a release that exists: status 1 and what to do next.
-  auto dup = ctl({"upload", image2, "--model", kModel, "--version", "1.2.0"});
+  // Refused before the image is sent (no upload is recorded): a release that exists (1), a bad
+  // model or version (2).
+  const auto uploads = [&] {
+    return admin_->cmd("events.list", {{"kind", "upload"}})["result"]["items"].size();
+  };
+  const auto uploaded = uploads();
+  auto dup = ctl({"upload", image2, "--model", kModel, "--version", "1.2.0+again"});
   EXPECT_EQ(dup.status, 1) << dup.output;
-  EXPECT_NE(dup.output.find("conflict"), std::string::npos) << dup.output;
+  EXPECT_NE(dup.output.find("conflict: release " + kModel + " 1.2.0 exists already"),
+            std::string::npos)
+      << dup.output;
+  EXPECT_EQ(ctl({"upload", image2, "--model", "a b", "--version", "1.3.0"}).status, 2);
+  auto bad_version = ctl({"upload", image2, "--model", kModel, "--version", "v1.3"});
+  EXPECT_EQ(bad_version.status, 2);
+  EXPECT_NE(bad_version.output.find("not a semantic version"), std::string::npos)
+      << bad_version.output;
+  EXPECT_EQ(uploads(), uploaded);
 }
 
 TEST_F(otterctl_test, rollouts_devices_status_and_events) {
