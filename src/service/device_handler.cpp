@@ -74,6 +74,15 @@ void device_handler::refuse_retained(const protocol::parsed_topic& topic,
          message_name(topic.kind));
 }
 
+void device_handler::refuse_busy(const protocol::parsed_topic& topic, std::string_view payload) {
+  if (drop_invalid_subject(topic, payload, d_.counters)) return;
+  refuse(topic.subject, protocol::peek_string_unparsed(payload, "req"),
+         make_error(errc::rate_limited,
+                    "too many of this device's messages are waiting; wait for the answers "
+                    "before sending more"),
+         message_name(topic.kind));
+}
+
 void device_handler::handle(const protocol::parsed_topic& topic, std::string_view payload) {
   using protocol::topic_kind;
   if (drop_invalid_subject(topic, payload, d_.counters)) return;

@@ -45,6 +45,9 @@ class device_handler {
   // A retained message the broker replays on every subscribe: a status would be recorded and a
   // chunk request served again at each restart of the service. Answered, recorded, not acted on.
   void refuse_retained(const protocol::parsed_topic& topic, std::string_view payload);
+  // The device has too many messages waiting to be handled (it sends without waiting for the
+  // answers): rate_limited, recorded.
+  void refuse_busy(const protocol::parsed_topic& topic, std::string_view payload);
   // A chunk request the chunk server held for a grant and then refused.
   void refuse_chunk(const std::string& device, const std::optional<std::string>& req,
                     const error& err) {

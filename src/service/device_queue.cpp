@@ -6,8 +6,11 @@
 
 namespace otter::service {
 
-device_queue::device_queue(std::size_t workers, std::size_t limit, handler h)
-    : limit_(std::max<std::size_t>(1, limit)), handle_(std::move(h)) {
+device_queue::device_queue(std::size_t workers, std::size_t limit, handler h,
+                           std::size_t per_device)
+    : limit_(std::max<std::size_t>(1, limit)),
+      per_device_(std::max<std::size_t>(1, per_device)),
+      handle_(std::move(h)) {
   for (std::size_t i = 0; i < std::max<std::size_t>(1, workers); ++i)
     workers_.push_back(std::make_unique<worker>());
 }
@@ -21,14 +24,18 @@ void device_queue::start() {
     if (!w->thread.joinable()) w->thread = std::thread([this, p = w.get()] { run(*p); });
 }
 
-bool device_queue::submit(protocol::parsed_topic topic, std::string payload) {
+device_queue::admit device_queue::submit(const protocol::parsed_topic& topic,
+                                         std::string_view payload) {
   auto& w = *workers_[std::hash<std::string>{}(topic.subject) % workers_.size()];
   std::unique_lock lock(w.mu);
+  if (auto it = w.waiting.find(topic.subject); it != w.waiting.end() && it->second >= per_device_)
+    return admit::device_busy;
   w.has_room.wait(lock, [&] { return w.stopping || w.queue.size() < limit_; });
-  if (w.stopping) return false;
-  w.queue.push_back({std::move(topic), std::move(payload)});
+  if (w.stopping) return admit::stopping;
+  ++w.waiting[topic.subject];
+  w.queue.push_back({topic, std::string(payload)});
   if (w.queue.size() == 1) w.has_work.notify_one();
-  return true;
+  return admit::queued;
 }
 
 void device_queue::stop() {
@@ -61,6 +68,9 @@ void device_queue::run(worker& w) {
         // The edge: one bad message must never take the service down.
         spdlog::error("decision=message_failed device={} error=\"{}\"", m.topic.subject, e.what());
       }
+      std::lock_guard lock(w.mu);
+      if (auto it = w.waiting.find(m.topic.subject); it != w.waiting.end() && --it->second == 0)
+        w.waiting.erase(it);
     }
     batch.clear();
   }

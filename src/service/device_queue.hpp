@@ -10,7 +10,9 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "protocol/topics.hpp"
@@ -22,15 +24,18 @@ class device_queue {
   using handler = std::function<void(const protocol::parsed_topic&, std::string_view payload)>;
 
   // `limit`: messages waiting per worker; past it submit() waits (the broker then holds
-  // further messages, which is the back-pressure MQTT provides).
-  device_queue(std::size_t workers, std::size_t limit, handler h);
+  // further messages, which is the back-pressure MQTT provides). `per_device`: messages one
+  // device may have waiting; past it submit() refuses at once, so that one device sending in
+  // a loop cannot fill a worker's queue and make everyone wait.
+  device_queue(std::size_t workers, std::size_t limit, handler h, std::size_t per_device = 32);
   ~device_queue();  // stop()
   device_queue(const device_queue&) = delete;
   device_queue& operator=(const device_queue&) = delete;
 
   void start();
-  // Queues the message for its device's worker. False once stop() has begun.
-  bool submit(protocol::parsed_topic topic, std::string payload);
+  enum class admit { queued, device_busy, stopping };
+  // Queues a copy of the message for its device's worker.
+  admit submit(const protocol::parsed_topic& topic, std::string_view payload);
   // Handles what is queued, then joins the workers. Idempotent.
   void stop();
 
@@ -44,12 +49,14 @@ class device_queue {
     std::condition_variable has_work;
     std::condition_variable has_room;
     std::deque<item> queue;
+    std::unordered_map<std::string, std::size_t> waiting;  // per device: queued or being handled
     bool stopping = false;
     std::thread thread;
   };
   void run(worker& w);
 
   std::size_t limit_;
+  std::size_t per_device_;
   handler handle_;
   std::vector<std::unique_ptr<worker>> workers_;
 };

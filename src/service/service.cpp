@@ -166,8 +166,8 @@ struct service::impl {
             // Refused here rather than copied into a worker's queue: the broker lets through
             // up to its message_size_limit (uploads need 16 MiB), 10000 of them per worker.
             devices_handler->handle(*t, m.payload);
-          else
-            device_work->submit(std::move(*t), m.payload);
+          else if (device_work->submit(*t, m.payload) == device_queue::admit::device_busy)
+            devices_handler->refuse_busy(*t, m.payload);
       }
     } catch (const std::exception& e) {
       // The edge: one bad message must never take the service down.
