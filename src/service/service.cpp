@@ -312,9 +312,14 @@ struct service::impl {
           devices_handler->refuse_chunk(device, req, err);
         });
     chunks->start();
+    // Shared device topics: the grants other instances announced while the listener was away
+    // are read back from the recorded offers, or their devices would get forbidden here.
+    std::function<void()> on_reconnect;
+    if (shared)
+      on_reconnect = [this, validity = cs.offer_validity] { restore_chunk_grants(validity); };
     listener = std::make_unique<store::listener>(
         cfg.db_url, [this] { reload_catalog(); },
-        [this](const std::string& payload) { on_grants(payload); });
+        [this](const std::string& payload) { on_grants(payload); }, std::move(on_reconnect));
     listener->start();
     admin_settings as;
     as.operators = cfg.operators;

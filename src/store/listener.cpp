@@ -64,10 +64,12 @@ class grants_receiver final : public pqxx::notification_receiver {
 }  // namespace
 
 listener::listener(std::string db_url, std::function<void()> on_change,
-                   std::function<void(const std::string&)> on_grants)
+                   std::function<void(const std::string&)> on_grants,
+                   std::function<void()> on_reconnect)
     : db_url_(std::move(db_url)),
       on_change_(std::move(on_change)),
-      on_grants_(std::move(on_grants)) {}
+      on_grants_(std::move(on_grants)),
+      on_reconnect_(std::move(on_reconnect)) {}
 
 listener::~listener() {
   stop();
@@ -86,6 +88,7 @@ void listener::stop() {
 
 void listener::run() {
   auto backoff = kBackoffMin;
+  bool connected_before = false;
   while (!stop_) {
     try {
       detail::session db{db_url_};
@@ -103,6 +106,8 @@ void listener::run() {
       spdlog::debug("store: listening on {}", kChannel);
       backoff = kBackoffMin;
       call(on_change_);  // whatever changed while not listening
+      if (connected_before && on_reconnect_) call(on_reconnect_);
+      connected_before = true;
       while (!stop_) {
         db.conn.await_notification(kWaitSeconds, kWaitMicros);
         // A dropped connection is not always an exception here (get_notifs() returns 0 once

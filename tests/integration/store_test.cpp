@@ -1262,15 +1262,20 @@ TEST_F(store_test, listener_reconnects) {
   auto repo = open_repo();
   tcp_proxy proxy(db_->admin_url());
   std::atomic<int> changes{0};
-  store::listener l(test::url_with_host_port(url(), "127.0.0.1", proxy.port()), [&] { ++changes; });
+  std::atomic<int> reconnects{0};
+  store::listener l(
+      test::url_with_host_port(url(), "127.0.0.1", proxy.port()), [&] { ++changes; },
+      [](const std::string&) {}, [&] { ++reconnects; });
   l.start();
   ASSERT_TRUE(eventually([&] { return changes.load() >= 1; }));
+  EXPECT_EQ(reconnects.load(), 0) << "the first connect is no reconnect";
   proxy.set_up(false);
   std::this_thread::sleep_for(400ms);
   const int during = changes.load();
   proxy.set_up(true);
-  // Once after the reconnect: a change may have been missed while away.
+  // Once after the reconnect: a change may have been missed while away, and grants too.
   ASSERT_TRUE(eventually([&] { return changes.load() > during; }, 15s));
+  ASSERT_TRUE(eventually([&] { return reconnects.load() == 1; }));
   std::this_thread::sleep_for(200ms);
   const int after = changes.load();
   add_release(*repo, "esp32", "1.1.0", 1);
