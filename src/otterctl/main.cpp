@@ -520,6 +520,7 @@ void print_rollout(const json& r) {
                 {"release", field(r, "model") + " " + field(r, "version")},
                 {"target", describe_target(r.value("target", json::object()))},
                 {"state", field(r, "state")},
+                {"reason", field(r, "reason")},
                 {"allow_downgrade", field(r, "allow_downgrade")},
                 {"created_by", field(r, "created_by")},
                 {"created_at", time_field(r, "created_at")}});

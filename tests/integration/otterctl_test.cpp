@@ -170,6 +170,9 @@ TEST_F(otterctl_test, rollouts_devices_status_and_events) {
   EXPECT_TRUE(ctl_json({"rollout", "show", id})["failure_rate"].is_null());
 
   EXPECT_EQ(ctl_json({"rollout", "cancel", id, "--reason", "done"})["state"], "cancelled");
+  auto why = ctl({"rollout", "show", id});
+  EXPECT_NE(why.output.find("reason:"), std::string::npos) << why.output;
+  EXPECT_NE(why.output.find("done"), std::string::npos) << why.output;
   EXPECT_EQ(ctl_json({"rollouts"}).size(), 4u);
   auto cancelled = ctl_json({"rollouts", "--state", "cancelled"});
   ASSERT_EQ(cancelled.size(), 1u);
