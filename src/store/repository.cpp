@@ -500,7 +500,8 @@ result<nlohmann::json> repository::set_rollout_state(std::int64_t id,
       // Cancelling again changes nothing and is not an error; anything else is.
       if (new_state != protocol::rollout_state::cancelled)
         return make_error(errc::conflict, "rollout " + std::to_string(id) + " is cancelled");
-    } else {
+    } else if (rows[0][1].as<std::string>() != state || reason) {
+      // Pausing a paused rollout again without a reason changes nothing, as cancelling twice.
       tx.exec_params0(kSetRolloutState, id, state, reason);
     }
     auto j = fetch_rollout(tx, id, false);

@@ -936,8 +936,13 @@ TEST_F(store_test, rollout_state_transitions) {
   EXPECT_EQ((*p)["reason"], "bad batch");
   ASSERT_TRUE((*p)["updated_at"].is_string());
   auto p2 = repo->set_rollout_state(id, rollout_state::paused, std::nullopt, "alice");
-  ASSERT_TRUE(p2);  // idempotent
+  ASSERT_TRUE(p2);  // idempotent: the reason and the time of the pause stay
   EXPECT_EQ((*p2)["state"], "paused");
+  EXPECT_EQ((*p2)["reason"], "bad batch");
+  EXPECT_EQ((*p2)["updated_at"], (*p)["updated_at"]);
+  auto p3 = repo->set_rollout_state(id, rollout_state::paused, "worse", "alice");
+  ASSERT_TRUE(p3);  // a new reason is taken
+  EXPECT_EQ((*p3)["reason"], "worse");
 
   auto r = repo->set_rollout_state(id, rollout_state::active, std::nullopt, "alice");
   ASSERT_TRUE(r);
