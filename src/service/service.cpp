@@ -106,17 +106,32 @@ struct service::impl {
         catalog_repo(cfg.db_url),
         images(cfg.data_dir) {}
 
-  void reload_catalog() {
+  bool reload_catalog() {
     std::lock_guard lock(reload_mu);
     try {
       auto next = std::make_shared<rollout::catalog>(catalog_repo.load_catalog());
       spdlog::info("decision=catalog_reload releases={} rollouts={}", next->releases.size(),
                    next->rollouts.size());
       catalog.replace(std::move(next));
+      return true;
     } catch (const std::exception& e) {
       // Checks go on being answered from the catalog we have.
       spdlog::warn("decision=catalog_reload_failed reason=\"{}\"", e.what());
+      return false;
     }
+  }
+
+  // After a command that changed the catalog, before its answer: the change must hold for
+  // every check this instance answers afterwards (PROTOCOL.md), so a failed reload (a broken
+  // connection is replaced on the next try) is tried again before the operator hears "ok".
+  void reload_catalog_after_command() {
+    for (auto wait : {0ms, 50ms, 250ms, 1000ms}) {
+      std::this_thread::sleep_for(wait);
+      if (reload_catalog()) return;
+    }
+    spdlog::error(
+        "decision=catalog_stale reason=\"reload failed after a command; the change applies here "
+        "at the next reload (a command or NOTIFY otter_catalog)\"");
   }
 
   std::function<std::optional<std::string>(const std::string&, const std::string&, std::int64_t)>
@@ -330,8 +345,8 @@ struct service::impl {
     as.release_keys = release_keys;
     admin = std::make_unique<admin_handler>(
         admin_handler_deps{topics, repo, images, *records, *out, time, counters,
-                           [this] { reload_catalog(); }, [this] { writer->flush(5s); },
-                           [this] { return metrics_json(); }},
+                           [this] { reload_catalog_after_command(); },
+                           [this] { writer->flush(5s); }, [this] { return metrics_json(); }},
         as);
     admin->start();
     start_http();
