@@ -80,6 +80,22 @@ class inbox {
   std::vector<message> messages_;
 };
 
+// A subscriber to `filter` with its inbox, and a publisher, both connected (the inbox goes
+// last: the subscriber's handler writes to it until the subscriber is gone).
+struct sub_and_pub {
+  inbox got;
+  client sub;
+  client pub;
+  sub_and_pub(const test::broker_process& broker, const std::string& name,
+              const std::string& filter)
+      : sub(options_for(broker, name + "-sub")), pub(options_for(broker, name + "-pub")) {
+    got.attach(sub);
+    EXPECT_TRUE(sub.subscribe(filter, 1).ok());
+    EXPECT_TRUE(sub.connect(5s).ok());
+    EXPECT_TRUE(pub.connect(5s).ok());
+  }
+};
+
 struct socket_census {
   int to_broker = 0;
   int with_nodelay = 0;
@@ -249,13 +265,10 @@ TEST(mqtt_client, many_clients_in_one_process_all_get_nodelay_cheaply) {
 TEST(mqtt_client, publishes_thousands_in_a_tight_loop_without_throwing) {
   // Mosquitto drops QoS 1 messages beyond 1000 queued for a slow subscriber by default.
   test::broker_process broker({.extra_config = "max_queued_messages 0\n"});
-  client subscriber(options_for(broker, "bulk-sub"));
-  inbox got;
-  got.attach(subscriber);
-  ASSERT_TRUE(subscriber.subscribe("bulk/#", 1).ok());
-  ASSERT_TRUE(subscriber.connect(5s).ok());
-  client publisher(options_for(broker, "bulk-pub"));
-  ASSERT_TRUE(publisher.connect(5s).ok());
+  sub_and_pub c(broker, "bulk", "bulk/#");
+  ASSERT_FALSE(HasFailure());
+  auto& publisher = c.pub;
+  auto& got = c.got;
 
   constexpr int kMessages = 5000;
   int failed = 0;
@@ -434,13 +447,9 @@ TEST(mqtt_client, publish_when_disconnected_returns_an_error_instead_of_throwing
 // a reconnect does not subscribe again.
 TEST(mqtt_client, unsubscribe_stops_delivery_and_survives_a_reconnect) {
   test::broker_process broker;
-  client sub(options_for(broker, "unsub"));
-  inbox got;
-  got.attach(sub);
-  ASSERT_TRUE(sub.subscribe("u/#", 1).ok());
-  ASSERT_TRUE(sub.connect(5s).ok());
-  client pub(options_for(broker, "unsub-pub"));
-  ASSERT_TRUE(pub.connect(5s).ok());
+  sub_and_pub c(broker, "unsub", "u/#");
+  ASSERT_FALSE(HasFailure());
+  auto& [got, sub, pub] = c;
   ASSERT_TRUE(pub.publish("u/1", "before", 1).ok());
   ASSERT_TRUE(got.wait_for_count(1, 5s));
   ASSERT_TRUE(sub.unsubscribe("u/#", 5s).ok());
