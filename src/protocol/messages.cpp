@@ -58,19 +58,37 @@ result<std::string> read_status_rollout(const json& v, std::string_view name) {
       name, "must be a rollout id: a string of 1 to 20 digits or a positive integer");
 }
 
-// A \u0000 escape in valid JSON text: "u0000" after an odd run of backslashes (an even run is
-// escaped backslashes followed by the letters). Outside strings it would not have parsed.
-bool has_escaped_nul(std::string_view text) {
-  for (auto pos = text.find("u0000"); pos != std::string_view::npos;
-       pos = text.find("u0000", pos + 1)) {
-    std::size_t slashes = 0;
-    while (slashes < pos && text[pos - 1 - slashes] == '\\') ++slashes;
-    if (slashes % 2 == 1) return true;
+std::string nul_replaced(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    if (c == '\0')
+      out += "\xEF\xBF\xBD";  // U+FFFD
+    else
+      out += c;
   }
-  return false;
+  return out;
 }
 
 }  // namespace
+
+json without_nul(const json& j) {
+  if (j.is_string()) {
+    const auto& s = j.get_ref<const std::string&>();
+    return s.find('\0') == std::string::npos ? j : json(nul_replaced(s));
+  }
+  if (j.is_array()) {
+    json out = json::array();
+    for (const auto& v : j) out.push_back(without_nul(v));
+    return out;
+  }
+  if (j.is_object()) {
+    json out = json::object();
+    for (const auto& [k, v] : j.items()) out[nul_replaced(k)] = without_nul(v);
+    return out;
+  }
+  return j;
+}
 
 result<json> parse_object(std::string_view payload, std::size_t max_bytes) {
   if (payload.size() > max_bytes)
@@ -88,10 +106,6 @@ result<json> parse_object(std::string_view payload, std::size_t max_bytes) {
     return make_error(errc::bad_request, "malformed JSON: " + without_exception_tag(e.what()));
   }
   if (!j.is_object()) return make_error(errc::bad_request, "payload must be a JSON object");
-  // PostgreSQL text and jsonb cannot hold U+0000, and whole payload parts (an operator's args)
-  // are recorded as they came: one would make the record fail, and its set with it.
-  if (has_escaped_nul(payload))
-    return make_error(errc::bad_request, "strings must not contain the NUL character (\\u0000)");
   return j;
 }
 

@@ -16,6 +16,12 @@ using attr_map = std::map<std::string, std::string>;
 
 // Payload -> JSON object. Errors (bad_request): larger than max_bytes, not UTF-8 / not JSON,
 // not an object. The message says which.
+// A copy with every U+0000 in keys and strings replaced by U+FFFD: PostgreSQL cannot store
+// U+0000, and parts of a message that are recorded as they came (an operator's args, unknown
+// fields included: PROTOCOL.md ignores those, so they cannot be refused) would make the whole
+// record fail.
+nlohmann::json without_nul(const nlohmann::json& j);
+
 inline constexpr std::size_t kMaxMessageBytes = 16 * 1024;  // device and operator messages
 result<nlohmann::json> parse_object(std::string_view payload,
                                     std::size_t max_bytes = kMaxMessageBytes);

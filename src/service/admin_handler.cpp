@@ -198,8 +198,10 @@ void admin_handler::record_command(const std::string& op, const nlohmann::json& 
                                    std::optional<std::int64_t> rollout) {
   d_.counters.commands++;
   if (!r.ok()) d_.counters.command_errors++;
-  record_operator_event("command", op, {{"id", id}, {"cmd", cmd}, {"args", args}},
-                        r.ok() ? nullptr : &r.error(), rollout);
+  record_operator_event(
+      "command", op,
+      {{"id", id}, {"cmd", protocol::without_nul(cmd)}, {"args", protocol::without_nul(args)}},
+      r.ok() ? nullptr : &r.error(), rollout);
   if (r.ok())
     spdlog::info("decision=command operator={} cmd={} id={} ok=true", op, cmd, id.dump());
   else
