@@ -676,8 +676,13 @@ std::uint64_t client::queued_bytes() const {
 bool client::wait_queued_below(std::uint64_t limit, std::chrono::milliseconds timeout) {
   auto& s = *impl_;
   std::unique_lock lock(s.mu);
-  if (tl_callback_depth > 0) return s.backlog_bytes < limit;
-  return s.cv.wait_for(lock, timeout, [&] { return s.backlog_bytes < limit; });
+  // Messages count too: publish() refuses past max_buffered whatever their size.
+  const auto room = [&] {
+    return s.backlog_bytes < limit &&
+           s.backlog.size() < static_cast<std::size_t>(std::max(1, s.opts.max_buffered / 2));
+  };
+  if (tl_callback_depth > 0) return room();
+  return s.cv.wait_for(lock, timeout, room);
 }
 
 void client::disconnect(std::chrono::milliseconds timeout) {

@@ -88,8 +88,9 @@ class client {
                          std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
   // Forgets the subscription (no reconnect makes it again). If connected, unsubscribes now and
-  // waits up to `timeout` for the broker's answer, after which no message for it arrives; what
-  // the broker sent before that answer has been delivered to the handler. Errors: unavailable.
+  // waits up to `timeout` for the broker's answer. What the broker sent before it has been
+  // delivered to the handler by then; a broker may still deliver messages it had queued for
+  // this client (MQTT 3.1.1 3.10.4), so expect a few more. Errors: unavailable.
   result<void> unsubscribe(const std::string& filter,
                            std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
@@ -116,8 +117,9 @@ class client {
   // Payload bytes publish() has queued and not yet handed to the connection: messages waiting
   // for room in the in-flight window (a slow broker) or for a reconnect.
   std::uint64_t queued_bytes() const;
-  // Waits up to `timeout` until queued_bytes() < limit; false if it is not. Lets a bulk sender
-  // slow down with the broker instead of filling memory. Does not wait inside a handler.
+  // Waits up to `timeout` until queued_bytes() < limit and fewer than half of max_buffered
+  // messages are queued; false if not. Lets a bulk sender slow down with the broker instead of
+  // filling memory (or the queue, for everyone). Does not wait inside a handler.
   bool wait_queued_below(std::uint64_t limit, std::chrono::milliseconds timeout);
 
   // Waits up to `timeout` for queued messages to be acknowledged, sends DISCONNECT and stops

@@ -93,11 +93,16 @@ void chunk_server::authorize_locked(const std::string& device, const std::string
                                     std::vector<refusal>& late) {
   auto& files = grants_[device];
   auto& g = files[chunk_file_id(sha256)];
-  if (g.sha256 != sha256) g = grant{};
-  g.sha256 = sha256;
-  g.size = size;
-  g.rollout = rollout;
-  g.offered = offered.value_or(time_.now());
+  const auto at = offered.value_or(time_.now());
+  // A restore from the recorded offers, or another instance's late announcement, never takes
+  // a newer offer of the same image back in time.
+  if (g.sha256 != sha256 || at > g.offered) {
+    if (g.sha256 != sha256) g = grant{};
+    g.sha256 = sha256;
+    g.size = size;
+    g.rollout = rollout;
+    g.offered = at;
+  }
   // A device holds few grants: drop expired ones whenever it gets a new one.
   for (auto it = files.begin(); it != files.end();)
     it = g.offered - it->second.offered > s_.offer_validity ? files.erase(it) : std::next(it);
@@ -227,6 +232,11 @@ int chunk_server::open_image(const std::string& sha256) {
   return fd;
 }
 
+bool chunk_server::stopping() const {
+  std::lock_guard lock(mu_);
+  return stopping_;
+}
+
 void chunk_server::serve(const job& j) {
   const int fd = open_image(j.sha256);
   if (fd < 0) {
@@ -248,7 +258,9 @@ void chunk_server::serve(const job& j) {
       if (r <= 0) throw std::runtime_error("short read from the image file");
       got += static_cast<std::size_t>(r);
     }
-    if (!out_.wait_for_room(s_.room_wait)) {
+    // Stopping: what has room goes out, the rest is refused at once (a lost broker would
+    // otherwise hold the shutdown for room_wait per queued request).
+    if (!out_.wait_for_room(stopping() ? std::chrono::milliseconds(0) : s_.room_wait)) {
       spdlog::warn(
           "decision=chunk_gave_up device={} file={} offset={} reason=\"the broker is "
           "not taking messages\"",

@@ -117,6 +117,7 @@ class chunk_server {
   result<void> queue_locked(const std::string& device, const protocol::chunk_request_msg& m,
                             const std::string& file, bool& missing);
   void serve(const job& j);
+  bool stopping() const;
   int open_image(const std::string& sha256);
   void record_progress(const job& j, std::uint64_t end);
 

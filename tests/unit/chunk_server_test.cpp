@@ -172,6 +172,8 @@ TEST_F(chunk_server_test, a_worker_that_never_gets_room_gives_the_request_up_as_
     }
     std::this_thread::sleep_for(10ms);
   }
+  // The credits come back once the worker is done with the request (just after the refusal).
+  for (int i = 0; i < 200 && server_->inflight_bytes() > 0; ++i) std::this_thread::sleep_for(10ms);
   std::lock_guard lock(mu);
   ASSERT_EQ(refused.size(), 1u);
   EXPECT_EQ(refused[0].first, "d1/k-8192");
@@ -179,6 +181,21 @@ TEST_F(chunk_server_test, a_worker_that_never_gets_room_gives_the_request_up_as_
   EXPECT_NE(refused[0].second.message.find("8192"), std::string::npos) << refused[0].second.message;
   EXPECT_EQ(out_.published(), 0u);
   EXPECT_EQ(server_->inflight_bytes(), 0u);
+}
+
+// A restore from the recorded offers (after the listener reconnects) may bring an older offer
+// of the same image: it must not take the newer grant back in time.
+TEST_F(chunk_server_test, an_older_restored_offer_never_takes_a_newer_grant_back_in_time) {
+  make(chunk_settings{});
+  server_->start();
+  server_->authorize("d1", sha_, 256 * 1024, 2);
+  server_->authorize("d1", sha_, 256 * 1024, 1, clock_.now() - std::chrono::minutes(55));
+  clock_.advance(std::chrono::minutes(10));
+  EXPECT_TRUE(ask("d1", 0, 1)) << "the offer made 10 minutes ago holds for an hour";
+  clock_.advance(std::chrono::minutes(51));
+  auto late = ask("d1", 0, 1);
+  ASSERT_FALSE(late);
+  EXPECT_EQ(late.error().code, errc::forbidden);
 }
 
 }  // namespace
