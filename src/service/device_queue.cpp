@@ -28,7 +28,8 @@ device_queue::admit device_queue::submit(const protocol::parsed_topic& topic,
                                          std::string_view payload) {
   auto& w = *workers_[std::hash<std::string>{}(topic.subject) % workers_.size()];
   std::unique_lock lock(w.mu);
-  if (auto it = w.waiting.find(topic.subject); it != w.waiting.end() && it->second >= per_device_)
+  if (auto it = w.waiting.find(topic.subject); it != w.waiting.end() && it->second >= per_device_ &&
+                                               topic.kind != protocol::topic_kind::device_status)
     return admit::device_busy;
   w.has_room.wait(lock, [&] { return w.stopping || w.queue.size() < limit_; });
   if (w.stopping) return admit::stopping;

@@ -34,7 +34,9 @@ class device_queue {
 
   void start();
   enum class admit { queued, device_busy, stopping };
-  // Queues a copy of the message for its device's worker.
+  // Queues a copy of the message for its device's worker. Status reports are never refused
+  // (PROTOCOL.md answers them only on error, so a device cannot pace them); they count,
+  // though, towards the device's cap.
   admit submit(const protocol::parsed_topic& topic, std::string_view payload);
   // Handles what is queued, then joins the workers. Idempotent.
   void stop();

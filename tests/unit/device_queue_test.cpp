@@ -16,8 +16,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-protocol::parsed_topic from(const std::string& device) {
-  return protocol::parsed_topic{protocol::topic_kind::device_check, device, true, "", false};
+protocol::parsed_topic from(const std::string& device,
+                            protocol::topic_kind kind = protocol::topic_kind::device_check) {
+  return protocol::parsed_topic{kind, device, true, "", false};
 }
 
 // A handler the test holds closed until it opens it, recording what it handled.
@@ -53,17 +54,20 @@ TEST(device_queue, one_device_is_capped_the_others_are_not) {
   for (int i = 0; i < 4; ++i)
     EXPECT_EQ(q.submit(from("loud"), std::to_string(i)), device_queue::admit::queued) << i;
   EXPECT_EQ(q.submit(from("loud"), "4"), device_queue::admit::device_busy);
+  // A status report is never refused: the device gets no answer to wait for.
+  EXPECT_EQ(q.submit(from("loud", protocol::topic_kind::device_status), "s"),
+            device_queue::admit::queued);
   EXPECT_EQ(q.submit(from("quiet"), "q"), device_queue::admit::queued);
   g.let_through();
-  ASSERT_TRUE(g.wait_for(5));
+  ASSERT_TRUE(g.wait_for(6));
   // Handled: room again, and everything in the order it came.
   for (int i = 0; i < 200 && q.submit(from("loud"), "5") != device_queue::admit::queued; ++i)
     std::this_thread::sleep_for(10ms);
-  ASSERT_TRUE(g.wait_for(6));
+  ASSERT_TRUE(g.wait_for(7));
   q.stop();
   std::lock_guard lock(g.mu);
-  EXPECT_EQ(g.handled, (std::vector<std::string>{"loud:0", "loud:1", "loud:2", "loud:3", "quiet:q",
-                                                 "loud:5"}));
+  EXPECT_EQ(g.handled, (std::vector<std::string>{"loud:0", "loud:1", "loud:2", "loud:3", "loud:s",
+                                                 "quiet:q", "loud:5"}));
 }
 
 TEST(device_queue, stop_handles_what_is_queued_then_refuses) {
