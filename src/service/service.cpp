@@ -97,6 +97,7 @@ struct service::impl {
   std::shared_ptr<const release_key_set> release_keys;  // set with OTTER_RELEASE_KEYS
   std::unique_ptr<http::server> http_server;
   std::atomic<bool> accepting{false};
+  std::atomic<std::chrono::steady_clock::time_point> last_message{};
 
   impl(config::settings s, crypto::ec_key k)
       : cfg(std::move(s)),
@@ -164,6 +165,7 @@ struct service::impl {
 
   void on_message(const mqtt::message& m) {
     if (!accepting.load()) return;
+    last_message = std::chrono::steady_clock::now();
     try {
       auto t = topics.parse(m.topic);
       if (!t) return;  // not ours (our own answers, other roots)
@@ -386,6 +388,11 @@ struct service::impl {
     for (const auto& f : filters)
       if (auto r = client->unsubscribe(f, 5s); !r)
         spdlog::warn("decision=shutdown unsubscribe={} reason=\"{}\"", f, r.error().message);
+    // A broker may still deliver what it had queued for us: take it until the line is quiet.
+    const auto give_up = std::chrono::steady_clock::now() + 2s;
+    while (std::chrono::steady_clock::now() < give_up &&
+           std::chrono::steady_clock::now() - last_message.load() < 200ms)
+      std::this_thread::sleep_for(20ms);
     spdlog::info("decision=shutdown stage=drain");
     accepting = false;
     device_work->stop();  // handles what was received, so its records are drained below

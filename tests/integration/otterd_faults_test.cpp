@@ -258,17 +258,17 @@ TEST_F(faults_test, a_draining_instance_leaves_its_share_to_the_others) {
       eventually([&] { return otterd_->log().find("stage=drain") != std::string::npos; }, 10s))
       << otterd_->log();
   std::vector<std::unique_ptr<device>> fleet;
-  for (int i = 0; i < 20; ++i)
+  for (int i = 0; i < 10; ++i)
     fleet.push_back(std::make_unique<device>(env_, *topics_, "drain-" + std::to_string(i)));
   for (auto& d : fleet) d->connect_started();
   for (auto& d : fleet)
     d->status({{"req", "s-1"}, {"version", "1.1.0"}, {"state", "downloading"}, {"rollout", rid}});
   EXPECT_TRUE(eventually(
       [&] {
-        return count_events(*admin_, {{"kind", "status"}}) == 20;
+        return count_events(*admin_, {{"kind", "status"}}) == 10;
       },
       15s))
-      << count_events(*admin_, {{"kind", "status"}}) << " of 20 status reports recorded";
+      << count_events(*admin_, {{"kind", "status"}}) << " of 10 status reports recorded";
   EXPECT_TRUE(otterd_->running()) << "the first instance should still be draining";
 
   proxy.set_up(true);
