@@ -129,35 +129,24 @@ void admin_handler::handle(const job& j) {
     spdlog::warn("decision=drop reason=\"operator name in topic is not a valid name\"");
     return;
   }
-  if (j.retained) return refuse_retained(j);
   if (j.topic.kind == protocol::topic_kind::admin_upload)
-    handle_upload(j.topic.subject, j.topic.upload_id, j.payload);
+    handle_upload(j.topic.subject, j.topic.upload_id, j.payload, j.retained);
   else
-    handle_request(j.topic.subject, j.payload);
+    handle_request(j.topic.subject, j.payload, j.retained);
 }
 
+namespace {
+
 // A retained request would run again at every restart or reconnect of the service, long after
-// the operator meant it: it is answered with an error and recorded, never run.
-void admin_handler::refuse_retained(const job& j) {
-  const auto& op = j.topic.subject;
-  const auto err =
-      make_error(errc::bad_request,
-                 "a retained message is never run (the broker replays it on every subscribe): "
-                 "publish with retain=false, and clear this one with an empty retained "
-                 "message to the same topic");
-  if (j.topic.kind == protocol::topic_kind::admin_upload) {
-    record_operator_event("upload", op, {{"id", j.topic.upload_id}, {"bytes", j.payload.size()}},
-                          &err, std::nullopt);
-    spdlog::info("decision=upload operator={} id={} ok=false reason=\"retained\"", op,
-                 j.topic.upload_id);
-    return respond(op, j.topic.upload_id, err);
-  }
-  nlohmann::json id = nullptr;
-  if (auto peek = protocol::peek_string_unparsed(j.payload, "id")) id = *peek;
-  const auto cmd = protocol::peek_string_unparsed(j.payload, "cmd").value_or("");
-  record_command(op, id, cmd, nullptr, err, std::nullopt);
-  respond(op, id, err);
+// the operator meant it: it is answered with this error and recorded, never run.
+error retained_refusal() {
+  return make_error(errc::bad_request,
+                    "a retained message is never run (the broker replays it on every subscribe): "
+                    "publish with retain=false, and clear this one with an empty retained "
+                    "message to the same topic");
 }
+
+}  // namespace
 
 void admin_handler::respond(const std::string& op, const nlohmann::json& id,
                             const result<nlohmann::json>& r) {
@@ -209,12 +198,14 @@ void admin_handler::record_command(const std::string& op, const nlohmann::json& 
                  cmd, id.dump(), to_string(r.error().code), r.error().message);
 }
 
-void admin_handler::handle_request(const std::string& op, std::string_view payload) {
+void admin_handler::handle_request(const std::string& op, std::string_view payload, bool retained) {
   nlohmann::json id = nullptr;
-  auto obj = protocol::parse_object(payload);
+  auto obj =
+      retained ? result<nlohmann::json>(retained_refusal()) : protocol::parse_object(payload);
   if (!obj) {
     if (auto peek = protocol::peek_string_unparsed(payload, "id")) id = *peek;
-    record_command(op, id, "", nullptr, obj.error(), std::nullopt);
+    const auto cmd = retained ? protocol::peek_string_unparsed(payload, "cmd").value_or("") : "";
+    record_command(op, id, cmd, nullptr, obj.error(), std::nullopt);
     return respond(op, id, obj.error());
   }
   if (auto peek = protocol::peek_string(*obj, "id")) id = *peek;
@@ -353,7 +344,7 @@ result<nlohmann::json> admin_handler::execute(const std::string& op,
 }
 
 void admin_handler::handle_upload(const std::string& op, const std::string& upload_id,
-                                  std::string_view payload) {
+                                  std::string_view payload, bool retained) {
   nlohmann::json id = upload_id;
   auto finish = [&](const result<nlohmann::json>& r) {
     nlohmann::json data = {{"id", upload_id}, {"bytes", payload.size()}};
@@ -364,6 +355,7 @@ void admin_handler::handle_upload(const std::string& op, const std::string& uplo
                  payload.size(), r.ok(), r.ok() ? "" : " reason=\"" + r.error().message + "\"");
     respond(op, id, r);
   };
+  if (retained) return finish(retained_refusal());
   auto role = s_.operators.find(op);
   if (role == s_.operators.end())
     return finish(make_error(errc::unauthorized, "operator \"" + op + "\" is not configured"));

@@ -78,9 +78,10 @@ class admin_handler {
   };
   void run();
   void handle(const job& j);
-  void refuse_retained(const job& j);
-  void handle_request(const std::string& op, std::string_view payload);
-  void handle_upload(const std::string& op, const std::string& upload_id, std::string_view payload);
+  // `retained`: the broker replayed a stored message (see submit): refused and recorded.
+  void handle_request(const std::string& op, std::string_view payload, bool retained);
+  void handle_upload(const std::string& op, const std::string& upload_id, std::string_view payload,
+                     bool retained);
   // release.add's signature rules: require_signed, a 64-byte r||s, and the release keys.
   result<void> check_image_sig(const protocol::release_add_args& x);
   result<nlohmann::json> execute(const std::string& op, const protocol::admin_request& r);

@@ -63,24 +63,27 @@ bool drop_invalid_subject(const protocol::parsed_topic& topic, std::string_view 
 
 }  // namespace
 
-void device_handler::refuse_retained(const protocol::parsed_topic& topic,
-                                     std::string_view payload) {
+void device_handler::refuse_unread(const protocol::parsed_topic& topic, std::string_view payload,
+                                   const error& err) {
   if (drop_invalid_subject(topic, payload, d_.counters)) return;
-  refuse(topic.subject, protocol::peek_string_unparsed(payload, "req"),
-         make_error(errc::bad_request,
-                    "a retained message is never acted on (the broker replays it on every "
-                    "subscribe): publish with retain=false, and clear this one with an empty "
-                    "retained message to the same topic"),
+  refuse(topic.subject, protocol::peek_string_unparsed(payload, "req"), err,
          message_name(topic.kind));
 }
 
+void device_handler::refuse_retained(const protocol::parsed_topic& topic,
+                                     std::string_view payload) {
+  refuse_unread(topic, payload,
+                make_error(errc::bad_request,
+                           "a retained message is never acted on (the broker replays it on every "
+                           "subscribe): publish with retain=false, and clear this one with an "
+                           "empty retained message to the same topic"));
+}
+
 void device_handler::refuse_busy(const protocol::parsed_topic& topic, std::string_view payload) {
-  if (drop_invalid_subject(topic, payload, d_.counters)) return;
-  refuse(topic.subject, protocol::peek_string_unparsed(payload, "req"),
-         make_error(errc::rate_limited,
-                    "too many of this device's messages are waiting; wait for the answers "
-                    "before sending more"),
-         message_name(topic.kind));
+  refuse_unread(topic, payload,
+                make_error(errc::rate_limited,
+                           "too many of this device's messages are waiting; wait for the answers "
+                           "before sending more"));
 }
 
 void device_handler::handle(const protocol::parsed_topic& topic, std::string_view payload) {

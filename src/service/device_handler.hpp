@@ -58,6 +58,9 @@ class device_handler {
   void on_check(const std::string& device, const nlohmann::json& obj);
   void on_status(const std::string& device, const nlohmann::json& obj);
   void on_chunk(const std::string& device, const nlohmann::json& obj);
+  // A message refused before it was parsed: req as far as it can be read.
+  void refuse_unread(const protocol::parsed_topic& topic, std::string_view payload,
+                     const error& err);
   // Answers on R/dev/D/down/error and records an "error" event.
   void refuse(const std::string& device, const std::optional<std::string>& req, const error& err,
               std::string_view what);
