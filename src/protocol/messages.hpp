@@ -14,17 +14,18 @@ namespace otter::protocol {
 
 using attr_map = std::map<std::string, std::string>;
 
+inline constexpr std::size_t kMaxMessageBytes = 16 * 1024;  // device and operator messages
+
 // Payload -> JSON object. Errors (bad_request): larger than max_bytes, not UTF-8 / not JSON,
 // not an object. The message says which.
+result<nlohmann::json> parse_object(std::string_view payload,
+                                    std::size_t max_bytes = kMaxMessageBytes);
+
 // A copy with every U+0000 in keys and strings replaced by U+FFFD: PostgreSQL cannot store
 // U+0000, and parts of a message that are recorded as they came (an operator's args, unknown
 // fields included: PROTOCOL.md ignores those, so they cannot be refused) would make the whole
 // record fail.
 nlohmann::json without_nul(const nlohmann::json& j);
-
-inline constexpr std::size_t kMaxMessageBytes = 16 * 1024;  // device and operator messages
-result<nlohmann::json> parse_object(std::string_view payload,
-                                    std::size_t max_bytes = kMaxMessageBytes);
 
 // The same for a payload parse_object refused (too large, malformed): the top-level string
 // `key` if the parser read it before the problem, within the first 64 KiB. PROTOCOL.md: an
@@ -68,10 +69,9 @@ struct status_msg {
   std::optional<std::string> req;  // optional; 1..64 characters when present
   std::string version_text;        // required
   semver version;
-  status_state state;           // required
-  std::optional<int> progress;  // 0..100
-  std::optional<std::string>
-      error;  // <= kMaxStatusError; required with failed/rejected/rolled_back
+  status_state state;                  // required
+  std::optional<int> progress;         // 0..100
+  std::optional<std::string> error;    // <= kMaxStatusError; failed/rejected/rolled_back need it
   std::optional<std::string> rollout;  // decimal id string, 1..20 digits
 };
 result<status_msg> parse_status(const nlohmann::json& obj);
