@@ -83,6 +83,9 @@ void chunk_server::retry_waiting_locked(const std::function<bool(const waiting&)
       spdlog::debug("decision=chunk_grant_arrived device={} file={}", it->device, it->msg.file);
     else
       late.push_back({it->device, it->msg.req, std::move(r).error()});
+    if (auto n = waiting_per_device_.find(it->device);
+        n != waiting_per_device_.end() && --n->second == 0)
+      waiting_per_device_.erase(n);
     it = waiting_.erase(it);
   }
 }
@@ -136,6 +139,12 @@ result<void> chunk_server::request(const std::string& device,
   auto r = queue_locked(device, m, file, missing);
   if (r || !missing || s_.grant_wait.count() <= 0) return r;
   if (waiting_.size() >= s_.max_waiting) return r;
+  if (auto n = waiting_per_device_.find(device);
+      n != waiting_per_device_.end() && n->second >= s_.max_waiting_per_device)
+    return make_error(errc::rate_limited,
+                      "too many chunk requests wait for this device's offer; wait for their "
+                      "answers, then ask again");
+  ++waiting_per_device_[device];
   // Perhaps another instance made the offer: its grant is on the way.
   auto held = m;
   held.file = file;

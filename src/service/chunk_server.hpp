@@ -46,6 +46,9 @@ struct chunk_settings {
   // it is refused.
   std::chrono::milliseconds grant_wait{0};
   std::size_t max_waiting = 10000;  // requests waiting for a grant; beyond: refused at once
+  // One device's share of them (a device asks for a window at a time): past it, rate_limited,
+  // so that one device cannot fill the list the others need.
+  std::size_t max_waiting_per_device = 32;
 };
 
 class chunk_server {
@@ -137,6 +140,7 @@ class chunk_server {
   std::uint64_t total_inflight_ = 0;
   std::deque<job> queue_;
   std::vector<waiting> waiting_;
+  std::unordered_map<std::string, std::size_t> waiting_per_device_;
   refusal_handler refuse_;
   bool stopping_ = false;
   std::vector<std::thread> workers_;

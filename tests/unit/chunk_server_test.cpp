@@ -198,5 +198,33 @@ TEST_F(chunk_server_test, an_older_restored_offer_never_takes_a_newer_grant_back
   EXPECT_EQ(late.error().code, errc::forbidden);
 }
 
+// With shared subscriptions a request may wait for its grant; one device asking in a loop for
+// a file it was never offered must not fill the waiting list the other devices need.
+TEST_F(chunk_server_test, one_device_cannot_fill_the_list_of_requests_waiting_for_a_grant) {
+  chunk_settings s;
+  s.grant_wait = 10s;
+  s.max_waiting_per_device = 2;
+  s.max_waiting = 3;
+  make(s);
+  server_->start();
+  EXPECT_TRUE(ask("d1", 0, 1));
+  EXPECT_TRUE(ask("d1", 4096, 1));
+  auto third = ask("d1", 8192, 1);
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error().code, errc::rate_limited);
+  EXPECT_TRUE(ask("d2", 0, 1)) << "another device still gets its place";
+  // The grants arrive: the held requests go out, and d1 may wait again.
+  server_->authorize("d1", sha_, 256 * 1024, 1);
+  server_->authorize("d2", sha_, 256 * 1024, 1);
+  for (int i = 0; i < 500 && out_.published() < 3; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(out_.published(), 3u);
+  protocol::chunk_request_msg m;
+  m.file = "0123456789abcdef";
+  m.offset = 0;
+  m.len = 4096;
+  m.count = 1;
+  EXPECT_TRUE(server_->request("d1", m)) << "d1's places were given back";
+}
+
 }  // namespace
 }  // namespace otter::service
