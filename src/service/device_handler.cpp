@@ -22,6 +22,20 @@ store::event_record device_handler::event(std::string kind, const std::string& d
   return e;
 }
 
+store::device_note device_handler::status_note(const std::string& device,
+                                               std::optional<std::int64_t> rollout,
+                                               const std::string& version,
+                                               const std::string& state) const {
+  store::device_note n;
+  n.origin = instance_;
+  n.device = device;
+  n.kind = store::device_note::kind_t::status;
+  n.version = version;
+  n.rollout = rollout;
+  n.state = state;
+  return n;
+}
+
 void device_handler::refuse(const std::string& device, const std::optional<std::string>& req,
                             const error& err, std::string_view what) {
   d_.counters.device_errors++;
@@ -142,6 +156,15 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
     dev.seen = now;
     set.devices.push_back(std::move(dev));
   }
+  if (d_.shared && seen.changed) {
+    store::device_note n;
+    n.origin = instance_;
+    n.device = device;
+    n.model = m.model;
+    n.version = m.version_text;
+    if (m.attrs) n.attrs = *m.attrs;
+    set.notes.push_back(std::move(n));
+  }
 
   for (const auto& rb : seen.rolled_back) {
     // The report is about the release that was rolled back, as a device's own rolled_back
@@ -163,6 +186,7 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
                {"derived", true},
                {"error", why}};
     set.events.push_back(std::move(ev));
+    if (d_.shared) set.notes.push_back(status_note(device, rb.rollout, rb.version, "rolled_back"));
     spdlog::info("decision=rolled_back device={} rollout={} succeeded={} now={}", device,
                  rb.rollout, rb.version, m.version_text);
   }
@@ -184,9 +208,10 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
     if (!d_.devices.was_offered(device, decision->chosen->id))
       set.rollout_devices.push_back(
           store::rollout_device_record{decision->chosen->id, device, "offered", now});
-    if (d_.announce_grants && d_.chunks)
+    if (d_.shared && d_.chunks)
       set.grants.push_back(store::grant_record{instance_, device, decision->rel->sha256,
-                                               decision->rel->size, decision->chosen->id, now});
+                                               decision->rel->size, decision->chosen->id, now,
+                                               decision->rel->version_text});
   } else {
     claims = no_update_claims(device, m.nonce, iat, settings_);
     offer_ev.data = {{"req", m.req}, {"update", false}, {"from", m.version_text}};
@@ -277,6 +302,7 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
       store::status_record{device, rollout_id, m.version_text, state, m.progress, m.error, now});
   if (rollout_id)
     set.rollout_devices.push_back(store::rollout_device_record{*rollout_id, device, state, now});
+  if (d_.shared) set.notes.push_back(status_note(device, rollout_id, m.version_text, state));
   // `success` also records the device's new version, in the same all-or-nothing set. A device
   // that never checked in has no known model yet: its first check records it.
   if (m.state == protocol::status_state::success) {

@@ -33,8 +33,9 @@ struct device_handler_deps {
   // HTTP downloads: the `url` claim for (device, sha256, exp); empty: no url in offers.
   std::function<std::optional<std::string>(const std::string&, const std::string&, std::int64_t)>
       download_url = {};
-  // Several instances share the device topics: tell the others of each chunk grant.
-  bool announce_grants = false;
+  // Several instances share the device topics: tell the others of each chunk grant and of
+  // each change to a device (any of them may get the device's next message).
+  bool shared = false;
 };
 
 class device_handler {
@@ -65,6 +66,8 @@ class device_handler {
   void refuse(const std::string& device, const std::optional<std::string>& req, const error& err,
               std::string_view what);
   store::event_record event(std::string kind, const std::string& device) const;
+  store::device_note status_note(const std::string& device, std::optional<std::int64_t> rollout,
+                                 const std::string& version, const std::string& state) const;
 
   device_handler_deps d_;
   manifest_settings settings_;

@@ -38,6 +38,7 @@ device_registry::check_result device_registry::on_check(const std::string& id,
   const bool changed =
       e.model != m.model || e.version_text != m.version_text || (m.attrs && e.attrs != *m.attrs);
   if (changed) e.unrecorded_change = true;
+  out.changed = changed || inserted;
   // A new device has no recorded_seen yet.
   out.record_device = e.unrecorded_change || e.recorded_seen == time_point{} ||
                       now - e.recorded_seen >= kSeenResolution || now < e.recorded_seen;
@@ -111,16 +112,38 @@ std::optional<std::string> device_registry::model_of(const std::string& id) cons
 void device_registry::on_status(const std::string& id, std::optional<std::int64_t> rollout,
                                 const protocol::status_msg& m) {
   std::lock_guard lock(mu_);
-  entry& e = devices_[id];  // a report may precede the first check; the check fills the rest
+  // A report may precede the first check; the check fills the rest.
+  set_state_locked(devices_[id], rollout, std::string(protocol::to_string(m.state)), m.version_text,
+                   m.version);
+}
+
+void device_registry::set_state_locked(entry& e, std::optional<std::int64_t> rollout,
+                                       const std::string& state, const std::string& version_text,
+                                       const std::optional<protocol::semver>& version) {
   if (rollout) {
-    if (link* l = find_link(e, *rollout)) {
-      l->state = std::string(protocol::to_string(m.state));
-    } else {
-      e.links.push_back(
-          link{*rollout, m.version_text, m.version, std::string(protocol::to_string(m.state)), 0});
-    }
+    if (link* l = find_link(e, *rollout))
+      l->state = state;
+    else
+      e.links.push_back(link{*rollout, version_text, version, state, 0});
   }
-  if (m.state == protocol::status_state::success) e.version_text = m.version_text;
+  if (state == "success") e.version_text = version_text;
+}
+
+void device_registry::apply(const store::device_note& n) {
+  std::lock_guard lock(mu_);
+  entry& e = devices_[n.device];
+  if (n.kind == store::device_note::kind_t::status) {
+    set_state_locked(e, n.rollout, n.state, n.version, protocol::parse_semver(n.version));
+    return;
+  }
+  // The other instance wrote the devices row: nothing here is left to record.
+  e.model = n.model;
+  e.version_text = n.version;
+  if (n.attrs && n.attrs->is_object()) {
+    e.attrs.clear();
+    for (const auto& [k, v] : n.attrs->items())
+      if (v.is_string()) e.attrs[k] = v.get<std::string>();
+  }
 }
 
 std::size_t device_registry::size() const {

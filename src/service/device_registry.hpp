@@ -32,6 +32,9 @@ class device_registry {
     // older than kSeenResolution. A fleet checking in every few seconds would otherwise
     // rewrite the same row each time.
     bool record_device = true;
+    // The model, version or attributes differ from what this instance knew (or the device is
+    // new here): what instances sharing the device topics tell each other.
+    bool changed = false;
   };
   using time_point = std::chrono::system_clock::time_point;
   // How stale the stored last_seen of an unchanged device may get.
@@ -58,6 +61,10 @@ class device_registry {
   void on_status(const std::string& id, std::optional<std::int64_t> rollout,
                  const protocol::status_msg& m);
 
+  // What another instance sharing the device topics learned of a device (NOTIFY
+  // otter_devices): this one may get the device's next message. It recorded the rows itself.
+  void apply(const store::device_note& n);
+
   std::size_t size() const;
 
  private:
@@ -77,6 +84,9 @@ class device_registry {
     bool unrecorded_change = false;  // model, version or attrs changed since that row
   };
   link* find_link(entry& e, std::int64_t rollout);
+  void set_state_locked(entry& e, std::optional<std::int64_t> rollout, const std::string& state,
+                        const std::string& version_text,
+                        const std::optional<protocol::semver>& version);
 
   mutable std::mutex mu_;
   std::unordered_map<std::string, entry> devices_;

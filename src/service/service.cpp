@@ -241,9 +241,23 @@ struct service::impl {
     for (const auto& g : store::parse_grant_notification(payload)) {
       if (g.origin == cfg.instance) continue;
       chunks->authorize(g.device, g.sha256, g.size, g.rollout, g.at);
+      // A status without "rollout" that reaches this instance is attributed to this offer.
+      if (!g.version.empty()) devices.on_offer(g.device, g.rollout, g.version);
       ++n;
     }
     if (n) spdlog::debug("decision=chunk_grants_shared grants={}", n);
+  }
+
+  // What another instance learned of devices (NOTIFY otter_devices): their next message may
+  // come here.
+  void on_device_notes(const std::string& payload) {
+    std::size_t n = 0;
+    for (const auto& note : store::parse_device_notification(payload)) {
+      if (note.origin == cfg.instance) continue;
+      devices.apply(note);
+      ++n;
+    }
+    if (n) spdlog::debug("decision=device_notes_shared notes={}", n);
   }
 
   void start_http() {
@@ -281,25 +295,6 @@ struct service::impl {
     reload_catalog();
     spdlog::info("decision=loaded devices={}", devices.size());
 
-    mqtt::client_options o;
-    o.server_uri = cfg.mqtt_url;
-    o.client_id = cfg.mqtt_client_id;
-    o.username = cfg.mqtt_user;
-    o.password = cfg.mqtt_password;
-    o.will = mqtt::message{topics.service_state(cfg.instance), "offline", 1, true, {}, {}};
-    client = std::make_unique<mqtt::client>(o);
-    // Chunk workers wait while this much is queued for a slow broker (see chunk_settings).
-    out = std::make_unique<mqtt_outbox>(*client, chunk_settings{}.total_inflight_cap);
-
-    writer = std::make_unique<store::writer>(
-        cfg.db_url, cfg.queue_limit, [this](const std::vector<store::event_record>& evs) {
-          for (const auto& e : evs)
-            if (cfg.publishes_event(e.kind))
-              out->publish(topics.event(e.kind), e.to_json_text(), 0, false);
-        });
-    records = std::make_unique<writer_recorder>(*writer);
-    writer->start();
-    manifest_settings ms{cfg.manifest_ttl, cfg.retry, cfg.chunk_max, cfg.chunk_window};
     chunk_settings cs;
     cs.max = cfg.chunk_max;
     cs.window = cfg.chunk_window;
@@ -310,12 +305,32 @@ struct service::impl {
     // an instance that did not make the offer, so it waits a moment for the grant.
     const bool shared = !cfg.share_group.empty();
     if (shared) cs.grant_wait = std::chrono::milliseconds(1000);
+
+    mqtt::client_options o;
+    o.server_uri = cfg.mqtt_url;
+    o.client_id = cfg.mqtt_client_id;
+    o.username = cfg.mqtt_user;
+    o.password = cfg.mqtt_password;
+    o.will = mqtt::message{topics.service_state(cfg.instance), "offline", 1, true, {}, {}};
+    client = std::make_unique<mqtt::client>(o);
+    // Chunk workers wait while this much is queued for a slow broker (see chunk_settings).
+    out = std::make_unique<mqtt_outbox>(*client, cs.total_inflight_cap);
+
+    writer = std::make_unique<store::writer>(
+        cfg.db_url, cfg.queue_limit, [this](const std::vector<store::event_record>& evs) {
+          for (const auto& e : evs)
+            if (cfg.publishes_event(e.kind))
+              out->publish(topics.event(e.kind), e.to_json_text(), 0, false);
+        });
+    records = std::make_unique<writer_recorder>(*writer);
+    writer->start();
+    manifest_settings ms{cfg.manifest_ttl, cfg.retry, cfg.chunk_max, cfg.chunk_window};
     chunks = std::make_unique<chunk_server>(topics, images, *out, *records, time, counters, cs,
                                             cfg.instance);
     restore_chunk_grants(cs.offer_validity);
     device_handler_deps dd{topics, key,  catalog,  devices,      *records,
                            *out,   time, counters, chunks.get(), download_url()};
-    dd.announce_grants = shared;
+    dd.shared = shared;
     devices_handler = std::make_unique<device_handler>(dd, ms, cfg.instance);
     // Two workers at least (the callback thread then only receives), at most four.
     const auto n_workers = std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
@@ -331,12 +346,14 @@ struct service::impl {
     chunks->start();
     // Shared device topics: the grants other instances announced while the listener was away
     // are read back from the recorded offers, or their devices would get forbidden here.
-    std::function<void()> on_reconnect;
-    if (shared)
-      on_reconnect = [this, validity = cs.offer_validity] { restore_chunk_grants(validity); };
-    listener = std::make_unique<store::listener>(
-        cfg.db_url, [this] { reload_catalog(); },
-        [this](const std::string& payload) { on_grants(payload); }, std::move(on_reconnect));
+    store::listener_handlers lh;
+    lh.on_change = [this] { reload_catalog(); };
+    lh.on_grants = [this](const std::string& payload) { on_grants(payload); };
+    if (shared) {
+      lh.on_devices = [this](const std::string& payload) { on_device_notes(payload); };
+      lh.on_reconnect = [this, validity = cs.offer_validity] { restore_chunk_grants(validity); };
+    }
+    listener = std::make_unique<store::listener>(cfg.db_url, std::move(lh));
     listener->start();
     admin_settings as;
     as.operators = cfg.operators;

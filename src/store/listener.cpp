@@ -15,6 +15,7 @@ namespace {
 
 constexpr const char* kChannel = "otter_catalog";       // sql/001_init.sql's otter_notify_catalog()
 constexpr const char* kGrantsChannel = "otter_grants";  // the writer's NOTIFY
+constexpr const char* kDevicesChannel = "otter_devices";  // the writer's NOTIFY
 
 constexpr std::chrono::milliseconds kBackoffMin{100};
 constexpr std::chrono::milliseconds kBackoffMax{5000};
@@ -45,15 +46,16 @@ class receiver final : public pqxx::notification_receiver {
   const std::function<void()>& on_change_;
 };
 
-class grants_receiver final : public pqxx::notification_receiver {
+class payload_receiver final : public pqxx::notification_receiver {
  public:
-  grants_receiver(pqxx::connection_base& c, const std::function<void(const std::string&)>& f)
-      : pqxx::notification_receiver(c, kGrantsChannel), f_(f) {}
+  payload_receiver(pqxx::connection_base& c, const char* channel,
+                   const std::function<void(const std::string&)>& f)
+      : pqxx::notification_receiver(c, channel), f_(f) {}
   void operator()(const std::string& payload, int /*backend_pid*/) override {
     try {
       f_(payload);
     } catch (const std::exception& e) {
-      spdlog::warn("store: listener: on_grants failed: {}", e.what());
+      spdlog::warn("store: listener: handling a {} notification failed: {}", channel(), e.what());
     }
   }
 
@@ -63,13 +65,8 @@ class grants_receiver final : public pqxx::notification_receiver {
 
 }  // namespace
 
-listener::listener(std::string db_url, std::function<void()> on_change,
-                   std::function<void(const std::string&)> on_grants,
-                   std::function<void()> on_reconnect)
-    : db_url_(std::move(db_url)),
-      on_change_(std::move(on_change)),
-      on_grants_(std::move(on_grants)),
-      on_reconnect_(std::move(on_reconnect)) {}
+listener::listener(std::string db_url, listener_handlers handlers)
+    : db_url_(std::move(db_url)), h_(std::move(handlers)) {}
 
 listener::~listener() {
   stop();
@@ -92,9 +89,10 @@ void listener::run() {
   while (!stop_) {
     try {
       detail::session db{db_url_};
-      receiver r{db.conn, on_change_};
-      std::optional<grants_receiver> g;
-      if (on_grants_) g.emplace(db.conn, on_grants_);
+      receiver r{db.conn, h_.on_change};
+      std::optional<payload_receiver> g, d;
+      if (h_.on_grants) g.emplace(db.conn, kGrantsChannel, h_.on_grants);
+      if (h_.on_devices) d.emplace(db.conn, kDevicesChannel, h_.on_devices);
       // Destroyed before r: without a connection, r's destructor sends no UNLISTEN, which on a
       // broken connection would make libpqxx reconnect just to send it.
       struct closer {
@@ -105,8 +103,8 @@ void listener::run() {
       if (!db.conn.is_open()) throw pqxx::broken_connection{"connection lost while subscribing"};
       spdlog::debug("store: listening on {}", kChannel);
       backoff = kBackoffMin;
-      call(on_change_);  // whatever changed while not listening
-      if (connected_before && on_reconnect_) call(on_reconnect_);
+      call(h_.on_change);  // whatever changed while not listening
+      if (connected_before && h_.on_reconnect) call(h_.on_reconnect);
       connected_before = true;
       while (!stop_) {
         db.conn.await_notification(kWaitSeconds, kWaitMicros);

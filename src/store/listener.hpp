@@ -1,6 +1,6 @@
 #pragma once
-// LISTEN otter_catalog and otter_grants on a connection of its own: another instance's command
-// and its chunk grants reach this one.
+// LISTEN otter_catalog, otter_grants and otter_devices on a connection of its own: another
+// instance's commands, its chunk grants and what it learned of devices reach this one.
 #include <atomic>
 #include <functional>
 #include <string>
@@ -8,16 +8,21 @@
 
 namespace otter::store {
 
+// All run on the listener thread.
+struct listener_handlers {
+  // Every catalog notification, and once after each (re)connect (a change may have been
+  // missed while away).
+  std::function<void()> on_change;
+  // Optional: the payload of every otter_grants / otter_devices notification.
+  std::function<void(const std::string&)> on_grants;
+  std::function<void(const std::string&)> on_devices;
+  // Optional: after each reconnect (what was announced while away was missed).
+  std::function<void()> on_reconnect;
+};
+
 class listener {
  public:
-  // on_change runs on the listener thread for every notification, and once after each
-  // (re)connect (a change may have been missed while away).
-  // on_grants (optional) gets the payload of every otter_grants notification, and
-  // on_reconnect (optional) runs after each reconnect: the grants announced while away were
-  // missed.
-  listener(std::string db_url, std::function<void()> on_change,
-           std::function<void(const std::string&)> on_grants = {},
-           std::function<void()> on_reconnect = {});
+  listener(std::string db_url, listener_handlers handlers);
   ~listener();
   void start();
   void stop();
@@ -25,9 +30,7 @@ class listener {
  private:
   void run();
   std::string db_url_;
-  std::function<void()> on_change_;
-  std::function<void(const std::string&)> on_grants_;
-  std::function<void()> on_reconnect_;
+  listener_handlers h_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

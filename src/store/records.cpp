@@ -85,18 +85,16 @@ std::string event_record::to_json_text() const {
 }
 
 namespace {
-constexpr std::size_t kMaxNotifyPayload = 7000;  // PostgreSQL refuses 8000 bytes and more
-}  // namespace
 
-std::vector<std::string> grant_notifications(const std::vector<const grant_record*>& grants) {
+constexpr std::size_t kMaxNotifyPayload = 7000;  // PostgreSQL refuses 8000 bytes and more
+
+// JSON arrays of the items, each under kMaxNotifyPayload; an item too long on its own is left
+// out (a NOTIFY that PostgreSQL refuses would fail the whole batch).
+std::vector<std::string> pack_notifications(const std::vector<std::string>& items) {
   std::vector<std::string> out;
   std::string current;
-  for (const auto* g : grants) {
-    const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(g->at.time_since_epoch()).count();
-    const auto item = nlohmann::json{{"o", g->origin}, {"d", g->device},  {"s", g->sha256},
-                                     {"n", g->size},   {"r", g->rollout}, {"t", ms}}
-                          .dump();
+  for (const auto& item : items) {
+    if (item.size() + 2 > kMaxNotifyPayload) continue;
     if (!current.empty() && current.size() + item.size() + 2 > kMaxNotifyPayload) {
       out.push_back(current + "]");
       current.clear();
@@ -106,6 +104,28 @@ std::vector<std::string> grant_notifications(const std::vector<const grant_recor
   }
   if (!current.empty()) out.push_back(current + "]");
   return out;
+}
+
+std::int64_t unix_ms(time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::vector<std::string> grant_notifications(const std::vector<const grant_record*>& grants) {
+  std::vector<std::string> items;
+  items.reserve(grants.size());
+  for (const auto* g : grants)
+    items.push_back(nlohmann::json{
+        {"o", g->origin},
+        {"d", g->device},
+        {"s", g->sha256},
+        {"n", g->size},
+        {"r", g->rollout},
+        {"t", unix_ms(g->at)},
+        {"v",
+         g->version}}.dump());
+  return pack_notifications(items);
 }
 
 std::vector<grant_record> parse_grant_notification(std::string_view payload) {
@@ -127,7 +147,68 @@ std::vector<grant_record> parse_grant_notification(std::string_view payload) {
     g.size = n->get<std::uint64_t>();
     g.rollout = r->get<std::int64_t>();
     g.at = time_point(std::chrono::milliseconds(t->get<std::int64_t>()));
+    if (const auto v = it.find("v"); v != it.end() && v->is_string())
+      g.version = v->get<std::string>();
     out.push_back(std::move(g));
+  }
+  return out;
+}
+
+std::vector<std::string> device_notifications(const std::vector<const device_note*>& notes) {
+  std::vector<std::string> items;
+  items.reserve(notes.size());
+  for (const auto* n : notes) {
+    nlohmann::json j{{"o", n->origin}, {"d", n->device}, {"v", n->version}};
+    if (n->kind == device_note::kind_t::check) {
+      j["k"] = "check";
+      j["m"] = n->model;
+      if (n->attrs) j["a"] = *n->attrs;
+    } else {
+      j["k"] = "status";
+      j["r"] = n->rollout ? nlohmann::json(*n->rollout) : nlohmann::json(nullptr);
+      j["st"] = n->state;
+    }
+    items.push_back(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+  return pack_notifications(items);
+}
+
+std::vector<device_note> parse_device_notification(std::string_view payload) {
+  std::vector<device_note> out;
+  const auto j = nlohmann::json::parse(payload, nullptr, false);
+  if (!j.is_array()) return out;
+  const auto text = [](const nlohmann::json& o, const char* key) -> const std::string* {
+    const auto f = o.find(key);
+    return f != o.end() && f->is_string() ? f->get_ptr<const std::string*>() : nullptr;
+  };
+  for (const auto& it : j) {
+    if (!it.is_object()) continue;
+    const auto *o = text(it, "o"), *d = text(it, "d"), *k = text(it, "k"), *v = text(it, "v");
+    if (!o || !d || !k || !v) continue;
+    device_note n;
+    n.origin = *o;
+    n.device = *d;
+    n.version = *v;
+    if (*k == "check") {
+      const auto* m = text(it, "m");
+      if (!m) continue;
+      n.kind = device_note::kind_t::check;
+      n.model = *m;
+      if (const auto a = it.find("a"); a != it.end()) {
+        if (!a->is_object()) continue;
+        n.attrs = *a;
+      }
+    } else if (*k == "status") {
+      const auto* st = text(it, "st");
+      const auto r = it.find("r");
+      if (!st || r == it.end() || !(r->is_null() || r->is_number_integer())) continue;
+      n.kind = device_note::kind_t::status;
+      n.state = *st;
+      if (r->is_number_integer()) n.rollout = r->get<std::int64_t>();
+    } else {
+      continue;
+    }
+    out.push_back(std::move(n));
   }
   return out;
 }

@@ -73,6 +73,24 @@ struct grant_record {
   std::uint64_t size = 0;
   std::int64_t rollout = 0;
   time_point at;
+  std::string version;  // the offered release's (empty from an instance that did not send it)
+};
+
+// A change to what the service knows of a device, which other instances sharing the device
+// topics must learn of, for any of them may get the device's next message: the model, version
+// and attributes a check brought (group rollouts match the attributes), or a status report (a
+// later check derives a rollback from a success). Not stored: the writer NOTIFYs them when the
+// batch commits.
+struct device_note {
+  enum class kind_t { check, status };
+  std::string origin;  // the instance that handled the message
+  std::string device;
+  kind_t kind = kind_t::check;
+  std::string model;                    // check
+  std::string version;                  // check: what the device runs; status: what it reports
+  std::optional<nlohmann::json> attrs;  // check, when the device sent them
+  std::optional<std::int64_t> rollout;  // status
+  std::string state;                    // status
 };
 
 // Everything one incoming message causes, written together or not at all.
@@ -82,10 +100,11 @@ struct record_set {
   std::vector<status_record> statuses;
   std::vector<rollout_device_record> rollout_devices;
   std::vector<grant_record> grants;
+  std::vector<device_note> notes;
 
   std::size_t size() const noexcept {
     return events.size() + devices.size() + statuses.size() + rollout_devices.size() +
-           grants.size();
+           grants.size() + notes.size();
   }
 };
 
@@ -93,6 +112,9 @@ struct record_set {
 // 8000-byte limit. Inverse: parse_grant_notification (records it cannot read are skipped).
 std::vector<std::string> grant_notifications(const std::vector<const grant_record*>& grants);
 std::vector<grant_record> parse_grant_notification(std::string_view payload);
+// The same for NOTIFY otter_devices.
+std::vector<std::string> device_notifications(const std::vector<const device_note*>& notes);
+std::vector<device_note> parse_device_notification(std::string_view payload);
 
 // RFC 3339 UTC with milliseconds, e.g. "2026-11-27T21:00:07.123Z".
 std::string to_rfc3339(time_point t);

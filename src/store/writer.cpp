@@ -67,6 +67,7 @@ constexpr const char* kUpsertRolloutDevices =
 
 // NOTIFY is transactional: other instances hear of the grants only if the batch commits.
 constexpr const char* kNotifyGrants = "SELECT pg_notify('otter_grants', $1)";
+constexpr const char* kNotifyDevices = "SELECT pg_notify('otter_devices', $1)";
 
 constexpr std::size_t kMaxBatchRecords = 5000;
 constexpr std::chrono::milliseconds kLinger{25};  // the most a record waits for company
@@ -108,6 +109,7 @@ void prepare_statements(pqxx::connection& conn) {
   conn.prepare("otter_insert_status", kInsertStatus);
   conn.prepare("otter_upsert_rollout_devices", kUpsertRolloutDevices);
   conn.prepare("otter_notify_grants", kNotifyGrants);
+  conn.prepare("otter_notify_devices", kNotifyDevices);
 }
 
 // Writes batch[0, count) in one transaction and sets the events' ids. xact receives the
@@ -228,6 +230,11 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
     for (const auto& g : batch[i].grants) grants.push_back(&g);
   for (const auto& payload : grant_notifications(grants))
     tx.exec_prepared("otter_notify_grants", payload);
+  std::vector<const device_note*> notes;
+  for (std::size_t i = 0; i < count; ++i)
+    for (const auto& n : batch[i].notes) notes.push_back(&n);
+  for (const auto& payload : device_notifications(notes))
+    tx.exec_prepared("otter_notify_devices", payload);
 
   tx.commit();
 }

@@ -318,5 +318,57 @@ TEST_F(faults_test, two_instances_share_chunk_grants) {
   EXPECT_EQ(second.stop(), 0);
 }
 
+// With a shared subscription consecutive messages of a device reach different instances, so
+// each must know what the others learned (NOTIFY otter_devices and otter_grants): attributes
+// sent once still place the device in its group, a status without "rollout" is attributed to
+// the offer another instance made, and a success reported to one is rolled back by a check to
+// the other, once.
+TEST_F(faults_test, two_instances_share_what_they_learn_of_devices) {
+  add_release(kModel, "1.3.0", "group-image");
+  auto second_ptr = start_two_instances();
+  ASSERT_FALSE(HasFailure());
+  auto& second = *second_ptr;
+  const auto rid = create_rollout(kModel, "1.3.0", {{"type", "group"}, {"attrs", {{"site", "x"}}}});
+  std::this_thread::sleep_for(1s);
+  const auto settle = [] { std::this_thread::sleep_for(400ms); };
+
+  for (int n = 0; n < 6; ++n) {
+    const std::string id = "learn-" + std::to_string(n);
+    device d(env_, *topics_, id);
+    d.connect_started();
+    auto first = d.check(*pub_, kModel, "1.0.0", {{"site", "x"}});
+    ASSERT_TRUE(first) << id;
+    ASSERT_EQ(first->answer["update"], true) << id;
+    settle();
+    for (int i = 0; i < 3; ++i) {
+      auto o = d.check(*pub_, kModel, "1.0.0");
+      ASSERT_TRUE(o) << id;
+      EXPECT_EQ(o->answer["update"], true) << id << ": check " << i << " without attributes";
+    }
+    settle();
+    for (int i = 0; i < 2; ++i)
+      d.status({{"req", "s-" + std::to_string(i)}, {"version", "1.3.0"}, {"state", "downloading"}});
+    d.status({{"req", "s-9"}, {"version", "1.3.0"}, {"state", "success"}, {"rollout", rid}});
+    settle();
+    auto list = admin_->cmd("status.list", {{"device", id}, {"state", "downloading"}});
+    ASSERT_EQ(list["result"]["items"].size(), 2u) << list.dump();
+    for (const auto& item : list["result"]["items"])
+      EXPECT_EQ(item["rollout"], rid) << id << ": " << item.dump();
+
+    const auto rolled_back = [&] {
+      return admin_
+          ->cmd("status.list", {{"device", id}, {"state", "rolled_back"}})["result"]["items"]
+          .size();
+    };
+    ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+    settle();
+    EXPECT_EQ(rolled_back(), 1u) << id << ": the success was reported to either instance";
+    ASSERT_TRUE(d.check(*pub_, kModel, "1.0.0"));
+    settle();
+    EXPECT_EQ(rolled_back(), 1u) << id << ": derived once, not again by the other instance";
+  }
+  EXPECT_EQ(second.stop(), 0);
+}
+
 }  // namespace
 }  // namespace otter::test

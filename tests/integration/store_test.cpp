@@ -1248,7 +1248,9 @@ TEST_F(store_test, database_errors_do_not_leak_details) {
 TEST_F(store_test, listener_hears_another_connections_change) {
   auto repo = open_repo();
   std::atomic<int> changes{0};
-  store::listener l(url(), [&] { ++changes; });
+  store::listener_handlers h;
+  h.on_change = [&] { ++changes; };
+  store::listener l(url(), std::move(h));
   l.start();
   ASSERT_TRUE(eventually([&] { return changes.load() >= 1; }));  // once after connecting
   std::this_thread::sleep_for(100ms);
@@ -1268,9 +1270,11 @@ TEST_F(store_test, listener_reconnects) {
   tcp_proxy proxy(db_->admin_url());
   std::atomic<int> changes{0};
   std::atomic<int> reconnects{0};
-  store::listener l(
-      test::url_with_host_port(url(), "127.0.0.1", proxy.port()), [&] { ++changes; },
-      [](const std::string&) {}, [&] { ++reconnects; });
+  store::listener_handlers h;
+  h.on_change = [&] { ++changes; };
+  h.on_grants = [](const std::string&) {};
+  h.on_reconnect = [&] { ++reconnects; };
+  store::listener l(test::url_with_host_port(url(), "127.0.0.1", proxy.port()), std::move(h));
   l.start();
   ASSERT_TRUE(eventually([&] { return changes.load() >= 1; }));
   EXPECT_EQ(reconnects.load(), 0) << "the first connect is no reconnect";

@@ -126,5 +126,52 @@ TEST(device_registry_rollback, reported_until_recorded_then_once_only) {
   EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).rolled_back.empty());
 }
 
+// Instances sharing the device topics tell each other what they learned (store::device_note):
+// the attributes a group rollout matches, a success a later check contradicts, a rollback
+// another instance already reported.
+TEST(device_registry_shared, notes_from_another_instance_are_applied) {
+  device_registry reg;
+  const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
+  store::device_note c;
+  c.origin = "b";
+  c.device = "dev-1";
+  c.model = "esp32";
+  c.version = "1.0.0";
+  c.attrs = nlohmann::json{{"site", "x"}};
+  reg.apply(c);
+  EXPECT_EQ(reg.model_of("dev-1"), "esp32");
+  auto seen = reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
+  EXPECT_EQ(seen.facts.attrs, (protocol::attr_map{{"site", "x"}}))
+      << "attributes sent to the other instance";
+  EXPECT_FALSE(seen.changed);
+
+  // A success reported to the other instance: a check with the older version here derives
+  // the rollback; once the other instance reported a rollback, it is not derived again.
+  store::device_note st;
+  st.origin = "b";
+  st.device = "dev-1";
+  st.kind = store::device_note::kind_t::status;
+  st.version = "1.1.0";
+  st.rollout = 7;
+  st.state = "success";
+  reg.apply(st);
+  ASSERT_EQ(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).rolled_back.size(), 1u);
+  st.version = "1.1.0";
+  st.state = "rolled_back";
+  reg.apply(st);
+  EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).rolled_back.empty());
+  EXPECT_TRUE(reg.was_offered("dev-1", 7));
+}
+
+TEST(device_registry_shared, a_check_that_changes_nothing_is_not_announced) {
+  device_registry reg;
+  const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
+  EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).changed) << "new here";
+  EXPECT_FALSE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).changed);
+  EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.1"), t0).changed);
+  EXPECT_TRUE(
+      reg.on_check("dev-1", check("esp32", "1.0.1", protocol::attr_map{{"a", "b"}}), t0).changed);
+}
+
 }  // namespace
 }  // namespace otter::service
