@@ -4,20 +4,58 @@
 
 namespace otter::service {
 
+namespace {
+
+protocol::attr_map attrs_of(const nlohmann::json& stored) {
+  protocol::attr_map out;
+  if (stored.is_object())
+    for (const auto& [k, v] : stored.items())
+      if (v.is_string()) out[k] = v.get<std::string>();
+  return out;
+}
+
+}  // namespace
+
+device_registry::entry& device_registry::fill_locked(const store::device_state& d) {
+  entry& e = devices_[d.id];
+  e = entry{};
+  e.model = d.model;
+  e.version_text = d.version;
+  e.attrs = attrs_of(d.attrs);
+  for (const auto& r : d.rollouts)
+    e.links.push_back(
+        link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_});
+  return e;
+}
+
 void device_registry::load(const std::vector<store::device_state>& devices) {
   std::lock_guard lock(mu_);
   devices_.clear();
+  for (const auto& d : devices) fill_locked(d);
+}
+
+void device_registry::refresh(const std::vector<store::device_state>& devices) {
+  std::lock_guard lock(mu_);
   for (const auto& d : devices) {
-    entry e;
-    e.model = d.model;
-    e.version_text = d.version;
-    if (d.attrs.is_object())
-      for (const auto& [k, v] : d.attrs.items())
-        if (v.is_string()) e.attrs[k] = v.get<std::string>();
-    for (const auto& r : d.rollouts)
-      e.links.push_back(
-          link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_});
-    devices_[d.id] = std::move(e);
+    auto it = devices_.find(d.id);
+    if (it == devices_.end()) {
+      fill_locked(d);
+      continue;
+    }
+    entry& e = it->second;
+    if (!e.unrecorded_change) {
+      e.model = d.model;
+      e.version_text = d.version;
+      e.attrs = attrs_of(d.attrs);
+    }
+    for (const auto& r : d.rollouts) {
+      if (link* l = find_link(e, r.rollout)) {
+        if (l->state == "offered") l->state = r.state;
+      } else {
+        e.links.push_back(
+            link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_});
+      }
+    }
   }
 }
 
@@ -139,11 +177,7 @@ void device_registry::apply(const store::device_note& n) {
   // The other instance wrote the devices row: nothing here is left to record.
   e.model = n.model;
   e.version_text = n.version;
-  if (n.attrs && n.attrs->is_object()) {
-    e.attrs.clear();
-    for (const auto& [k, v] : n.attrs->items())
-      if (v.is_string()) e.attrs[k] = v.get<std::string>();
-  }
+  if (n.attrs && n.attrs->is_object()) e.attrs = attrs_of(*n.attrs);
 }
 
 std::size_t device_registry::size() const {

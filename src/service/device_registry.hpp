@@ -41,6 +41,10 @@ class device_registry {
   static constexpr std::chrono::seconds kSeenResolution{60};
 
   void load(const std::vector<store::device_state>& devices);
+  // What other instances recorded while this one was not listening to them (shared device
+  // topics): stored states are taken where this instance has no change of its own pending,
+  // links it lacks are added, and a link it only knows as offered takes the stored state.
+  void refresh(const std::vector<store::device_state>& devices);
 
   // Records the device's model, version and (when sent) attributes; attributes not sent are
   // taken from what was stored.
@@ -84,6 +88,7 @@ class device_registry {
     bool unrecorded_change = false;  // model, version or attrs changed since that row
   };
   link* find_link(entry& e, std::int64_t rollout);
+  entry& fill_locked(const store::device_state& d);  // a new entry from the stored state
   void set_state_locked(entry& e, std::optional<std::int64_t> rollout, const std::string& state,
                         const std::string& version_text,
                         const std::optional<protocol::semver>& version);

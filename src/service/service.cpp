@@ -248,6 +248,18 @@ struct service::impl {
     if (n) spdlog::debug("decision=chunk_grants_shared grants={}", n);
   }
 
+  // The device notes other instances sent while the listener was away were missed: what they
+  // recorded meanwhile is read back.
+  void refresh_devices() {
+    try {
+      const auto stored = repo.load_devices();
+      devices.refresh(stored);
+      spdlog::info("decision=devices_refreshed devices={}", stored.size());
+    } catch (const std::exception& e) {
+      spdlog::warn("decision=devices_not_refreshed reason=\"{}\"", e.what());
+    }
+  }
+
   // What another instance learned of devices (NOTIFY otter_devices): their next message may
   // come here.
   void on_device_notes(const std::string& payload) {
@@ -351,7 +363,10 @@ struct service::impl {
     lh.on_grants = [this](const std::string& payload) { on_grants(payload); };
     if (shared) {
       lh.on_devices = [this](const std::string& payload) { on_device_notes(payload); };
-      lh.on_reconnect = [this, validity = cs.offer_validity] { restore_chunk_grants(validity); };
+      lh.on_reconnect = [this, validity = cs.offer_validity] {
+        restore_chunk_grants(validity);
+        refresh_devices();
+      };
     }
     listener = std::make_unique<store::listener>(cfg.db_url, std::move(lh));
     listener->start();

@@ -173,5 +173,34 @@ TEST(device_registry_shared, a_check_that_changes_nothing_is_not_announced) {
       reg.on_check("dev-1", check("esp32", "1.0.1", protocol::attr_map{{"a", "b"}}), t0).changed);
 }
 
+// After the listener reconnects, what other instances recorded meanwhile is read back without
+// undoing what this instance has pending.
+TEST(device_registry_shared, a_refresh_fills_gaps_and_keeps_pending_changes) {
+  device_registry reg;
+  const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
+  reg.on_check("dev-1", check("esp32", "1.0.0", protocol::attr_map{{"site", "new"}}), t0);
+  reg.on_offer("dev-1", 7, "1.1.0");
+  store::device_state s1;
+  s1.id = "dev-1";
+  s1.model = "esp32";
+  s1.version = "0.9.0";
+  s1.attrs = {{"site", "old"}};
+  s1.rollouts = {{7, "1.1.0", "success"}, {8, "1.2.0", "offered"}};
+  store::device_state s2;
+  s2.id = "dev-2";
+  s2.model = "esp32";
+  s2.version = "1.0.0";
+  s2.attrs = {{"site", "x"}};
+  reg.refresh({s1, s2});
+  // dev-1's check is not recorded yet: its own version and attributes stay.
+  auto seen = reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
+  EXPECT_EQ(seen.facts.attrs, (protocol::attr_map{{"site", "new"}}));
+  EXPECT_FALSE(seen.changed);
+  EXPECT_EQ(seen.rolled_back.size(), 1u) << "the stored success of rollout 7 was taken";
+  EXPECT_TRUE(reg.was_offered("dev-1", 8));
+  EXPECT_EQ(reg.on_check("dev-2", check("esp32", "1.0.0"), t0).facts.attrs,
+            (protocol::attr_map{{"site", "x"}}));
+}
+
 }  // namespace
 }  // namespace otter::service
