@@ -1,12 +1,16 @@
-// otter OTA for ESP32 with Arduino: PubSubClient for MQTT, Update for the flash, the portable
-// otter device core (../../core) for the protocol. Before building, copy the core into this
-// sketch's src/ folder:  ../sync_core.sh   (see firmware-examples/README.md).
+// otter OTA for ESP32 with Arduino: the "MQTT" library by Joël Gähwiler (256dpi/arduino-mqtt,
+// based on lwmqtt) for MQTT, Update for the flash, the portable otter device core (../../core)
+// for the protocol. Before building, copy the core into this sketch's src/ folder:
+// ../sync_core.sh   (see firmware-examples/README.md).
 //
 // Targets Arduino-ESP32 2.0.x (ESP-IDF 4.4, mbedTLS 2.28) and 3.0.x (ESP-IDF 5.1, mbedTLS 3.x),
-// PubSubClient 2.8. Not compiled in the otter repository (no ESP toolchain there).
+// and MQTT 2.5.2 (Library Manager: "MQTT" by Joel Gaehwiler; 2.5.2 or later, for the constructor
+// with two buffer sizes and dropOverflow). Written against 2.5.2's MQTTClient.h and README. It
+// publishes and subscribes at QoS 1, as PROTOCOL.md asks (PubSubClient, used before, publishes at
+// QoS 0 only). Not compiled in the otter repository (no ESP toolchain there).
 #include <Arduino.h>
+#include <MQTT.h>
 #include <Preferences.h>
-#include <PubSubClient.h>
 #include <Update.h>
 #include <WiFi.h>
 #include <esp_ota_ops.h>
@@ -36,9 +40,18 @@ static const char MANIFEST_KEY_PEM[] =
 // Optional release key: when set, every image must carry a valid image_sig.
 static const char* RELEASE_KEY_PEM = nullptr;
 
-// PubSubClient keeps one buffer for the whole packet, in and out: it must hold an offer
-// (about 1.2 KB with image_sig) and a chunk (topic of about 80 bytes + CHUNK_LEN).
-static const uint16_t MQTT_BUFFER = 2048;
+// The MQTT client's buffers (it allocates them once, in its constructor). An incoming packet must
+// fit the read buffer whole: an offer (about 1.2 KB with image_sig) and a chunk (topic of about
+// 80 bytes + CHUNK_LEN); a larger one is dropped (dropOverflow) instead of closing the connection.
+// Since 2.5.2 a publish sends its payload straight from our buffer, so the write buffer holds a
+// packet's header and topic, and the CONNECT packet (client id, username and password).
+static const int MQTT_READ_BUFFER = 2048;
+static const int MQTT_WRITE_BUFFER = 1024;
+static const int MQTT_KEEPALIVE_S = 15;
+// How long connect, subscribe and each QoS 1 publish wait for the broker's acknowledgement. When
+// one does not come the library closes the connection; loop() connects again and checks, which
+// resumes a download.
+static const int MQTT_TIMEOUT_MS = 5000;
 static const uint32_t CHUNK_LEN = 1024;
 static const uint32_t WINDOW = 4;
 static const uint32_t OFFER_TIMEOUT_MS = 10000;
@@ -50,14 +63,14 @@ static const uint32_t OFFER_TIMEOUT_MAX_MS = 300000;        // unanswered checks
 
 // ---- state ----------------------------------------------------------------------------
 static WiFiClient net;
-static PubSubClient mqtt(net);
+static MQTTClient mqtt(MQTT_READ_BUFFER, MQTT_WRITE_BUFFER);
 static Preferences prefs;
 static char device_id[24];
 static otter_pubkey manifest_key;
 static otter_pubkey release_key;
 static otter_device dev;
-static char scratch[MQTT_BUFFER];  // the offer's manifest, decoded
-static char out[512];              // messages we build
+static char scratch[MQTT_READ_BUFFER];  // the offer's manifest, decoded
+static char out[512];                   // messages we build
 static char topic[128];
 
 enum phase { IDLE, WAIT_OFFER, DOWNLOADING };
@@ -70,8 +83,29 @@ static uint32_t last_chunk_at = 0;
 static uint32_t next_check_at = 0;
 static int reported_progress = -1;
 static bool checked_once = false;
-static bool restart_pending = false;  // installed: restart from loop(), not from a callback
+static bool restart_pending = false;  // installed: restart from loop(), a second later
 static uint32_t restart_at = 0;
+
+// Messages received and not yet handled. The library calls on_message() from mqtt.loop(), and
+// also from inside subscribe() and every QoS 1 publish() while they wait for the acknowledgement;
+// its README asks that the callback not publish, subscribe or unsubscribe, and the payload lies
+// in the client's read buffer, which the next packet overwrites. So on_message() only copies the
+// message (topic, NUL, payload) here and loop() handles it after mqtt.loop() returns, where
+// publishing is allowed. The inbox is first in, first out, so a message is classified and handled
+// against the state its predecessors left. Room for a window of chunks, an offer and an error:
+// a message that finds no room is dropped (a lost chunk is asked for again, a lost offer is a
+// check that times out).
+struct inbox_entry {
+  size_t topic_len;
+  unsigned int len;
+  char data[MQTT_READ_BUFFER];  // the packet fitted the read buffer: so do its topic and payload
+};
+static const unsigned INBOX_SLOTS = WINDOW + 2;
+static inbox_entry inbox[INBOX_SLOTS];
+static unsigned inbox_head = 0;
+static unsigned inbox_count = 0;
+static uint32_t inbox_dropped = 0;
+static uint32_t reported_drops = 0;
 
 static int random_bytes(void*, uint8_t* buf, size_t n) {
   esp_fill_random(buf, n);  // hardware RNG (true random with Wi-Fi on)
@@ -83,11 +117,14 @@ static int64_t now_unix() {
   return t > 1700000000 ? (int64_t)t : 0;  // 0: unknown (no SNTP yet), exp is not checked
 }
 
+// QoS 1, as PROTOCOL.md asks: publish() returns once the broker acknowledged the message
+// (PUBACK), or false after MQTT_TIMEOUT_MS, having closed the connection; loop() then connects
+// again and checks. Messages that arrive meanwhile wait in the inbox.
 static bool publish(otter_topic_kind kind, size_t len) {
   if (otter_topic(&dev, kind, topic, sizeof topic) != OTTER_OK) return false;
-  // PubSubClient publishes at QoS 0 only; lost checks and chunk requests are repeated on
-  // timeouts, and the service tolerates a lost status.
-  return mqtt.publish(topic, (const uint8_t*)out, len, false);
+  if (mqtt.publish(topic, out, (int)len, false, 1)) return true;
+  Serial.printf("otter: publish to %s failed (lwmqtt error %d)\n", topic, (int)mqtt.lastError());
+  return false;
 }
 
 static void send_status(otter_state st, int progress, const char* error, const char* version,
@@ -140,8 +177,9 @@ static void finish_download() {
   prefs.putString("pending", dev.manifest.version);
   prefs.putString("rollout", dev.manifest.rollout);
   Serial.printf("otter: installed %s, restarting\n", dev.manifest.version);
-  // We are inside PubSubClient's callback: restart from loop(), which first lets the client
-  // send what is queued. Nothing else is sent meanwhile.
+  // The statuses above were acknowledged (or the connection is gone). Restart from loop() a
+  // second later, which meanwhile runs the client (acknowledging what still arrives) and sends
+  // nothing else.
   state = IDLE;
   restart_pending = true;
   restart_at = millis() + 1000;
@@ -217,9 +255,8 @@ static void on_chunk(uint64_t offset, const uint8_t* payload, unsigned int len) 
   if (otter_download_need_request(&dev)) request_chunks();
 }
 
-// PubSubClient hands over its own buffer: everything is read before anything is published,
-// since publishing reuses that buffer.
-static void on_message(char* t, uint8_t* payload, unsigned int len) {
+// A message from the inbox (t is NUL-terminated), handled from loop(): it may publish.
+static void handle_message(const char* t, const uint8_t* payload, unsigned int len) {
   otter_down_kind kind;
   uint64_t offset = 0;
   if (otter_classify_topic(&dev, t, strlen(t), &kind, &offset) != OTTER_OK) return;
@@ -247,6 +284,43 @@ static void on_message(char* t, uint8_t* payload, unsigned int len) {
   }
 }
 
+// The MQTT library's callback (onMessageAdvanced): copies the message into the inbox, nothing
+// more (see inbox_entry). topic and bytes are NUL-terminated by the library; bytes may be null
+// when length is 0.
+static void on_message(MQTTClient*, char t[], char bytes[], int length) {
+  const size_t tlen = strlen(t);
+  if (length < 0 || inbox_count == INBOX_SLOTS ||
+      tlen + 1 + (size_t)length > sizeof inbox[0].data) {
+    inbox_dropped++;
+    return;
+  }
+  inbox_entry& e = inbox[(inbox_head + inbox_count) % INBOX_SLOTS];
+  memcpy(e.data, t, tlen + 1);
+  if (length > 0) memcpy(e.data + tlen + 1, bytes, (size_t)length);
+  e.topic_len = tlen;
+  e.len = (unsigned int)length;
+  inbox_count++;
+}
+
+// Handles the messages that were waiting when it was called; those that arrive meanwhile (during
+// a publish) wait for the next call, so that loop() gets to its timers. The entry being handled
+// still counts as used, so on_message() cannot overwrite it.
+static void handle_inbox() {
+  for (unsigned n = inbox_count; n > 0 && inbox_count > 0; n--) {
+    const inbox_entry& e = inbox[inbox_head];
+    handle_message(e.data, (const uint8_t*)e.data + e.topic_len + 1, e.len);
+    inbox_head = (inbox_head + 1) % INBOX_SLOTS;
+    inbox_count--;
+  }
+  const uint32_t drops = inbox_dropped + mqtt.droppedMessages();
+  if (drops != reported_drops) {
+    reported_drops = drops;
+    Serial.printf(
+        "otter: dropped %lu messages larger than the MQTT read buffer, %lu with the inbox full\n",
+        (unsigned long)mqtt.droppedMessages(), (unsigned long)inbox_dropped);
+  }
+}
+
 // After a restart: did the image we installed come up? Reports success or rolled_back once.
 static void report_boot() {
   String pending = prefs.getString("pending", "");
@@ -265,14 +339,22 @@ static void report_boot() {
 }
 
 static void connect_mqtt() {
-  // Production brokers check that the username is the device id (PROTOCOL.md).
+  // Client id = device id; production brokers check that the username is the device id too
+  // (PROTOCOL.md). A clean session (set in setup()): the device resumes by checking again.
   const char* user = MQTT_USER ? MQTT_USER : (MQTT_PASSWORD ? device_id : nullptr);
   if (!mqtt.connect(device_id, user, MQTT_PASSWORD)) {
+    Serial.printf("otter: MQTT connect failed (lwmqtt error %d, return code %d)\n",
+                  (int)mqtt.lastError(), (int)mqtt.returnCode());
     delay(2000);
     return;
   }
   otter_topic(&dev, OTTER_TOPIC_DOWN_FILTER, topic, sizeof topic);
-  mqtt.subscribe(topic, 1);
+  if (!mqtt.subscribe(topic, 1)) {  // QoS 1; a refused subscription closes the connection
+    Serial.printf("otter: subscribe to %s failed (lwmqtt error %d)\n", topic,
+                  (int)mqtt.lastError());
+    delay(2000);
+    return;
+  }
   if (restart_pending) return;
   report_boot();
   send_check();  // also resumes an interrupted download: the same image keeps its offset
@@ -314,9 +396,12 @@ void setup() {
 
   WiFi.begin(WIFI_SSID, WIFI_PASSWORD);
   configTime(0, 0, "pool.ntp.org");  // optional: lets the device check exp
-  mqtt.setServer(MQTT_HOST, MQTT_PORT);
-  mqtt.setBufferSize(MQTT_BUFFER);
-  mqtt.setCallback(on_message);
+  mqtt.begin(MQTT_HOST, MQTT_PORT, net);
+  mqtt.setKeepAlive(MQTT_KEEPALIVE_S);  // a blocking publish is traffic too: it resets the timer
+  mqtt.setCleanSession(true);           // the library's default, stated
+  mqtt.setTimeout(MQTT_TIMEOUT_MS);
+  mqtt.dropOverflow(true);  // after begin(), which resets it
+  mqtt.onMessageAdvanced(on_message);
   Serial.printf("otter: %s running %s\n", device_id, FW_VERSION);
 }
 
@@ -330,7 +415,8 @@ void loop() {
     connect_mqtt();
     return;
   }
-  mqtt.loop();
+  mqtt.loop();     // copies what arrived into the inbox
+  handle_inbox();  // handles it, publishing the answers
   if (restart_pending) return;
   const uint32_t now = millis();
   if (state == WAIT_OFFER && now - phase_since > offer_timeout) {
