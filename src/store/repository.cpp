@@ -457,7 +457,7 @@ result<page> repository::list_rollouts(const protocol::rollout_list_args& a) {
 
 result<nlohmann::json> repository::update_rollout_percent(std::int64_t id,
                                                           std::uint32_t basis_points,
-                                                          const std::string& /*actor*/) {
+                                                          const std::string& actor) {
   return with_connection([&](pqxx::connection& c) -> result<nlohmann::json> {
     pqxx::work tx{c};
     const auto rows = tx.exec_params(kLockRollout, id);
@@ -472,11 +472,11 @@ result<nlohmann::json> repository::update_rollout_percent(std::int64_t id,
                         "rollout " + std::to_string(id) + " is not a percent rollout");
     if (rows[0][1].as<std::string>() == "cancelled")
       return make_error(errc::conflict, "rollout " + std::to_string(id) + " is cancelled");
-    if (basis_points < tgt->basis_points)
-      return make_error(errc::bad_request, "percent can only grow (now " +
-                                               percent_text(tgt->basis_points) +
-                                               "); pause the rollout to stop it");
+    // Lowering it is allowed (PROTOCOL.md sets no direction): devices above the new percent
+    // get no more offers; those that updated keep their version.
     if (basis_points != tgt->basis_points) {
+      spdlog::info("decision=rollout_percent rollout={} from={} to={} operator={}", id,
+                   percent_text(tgt->basis_points), percent_text(basis_points), actor);
       tgt->basis_points = basis_points;
       tx.exec_params0(kSetRolloutTarget, id, detail::dump(tgt->to_json()));
     }
