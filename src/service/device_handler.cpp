@@ -24,9 +24,10 @@ store::event_record device_handler::event(std::string kind, const std::string& d
 
 store::device_note device_handler::status_note(const std::string& device,
                                                std::optional<std::int64_t> rollout,
-                                               const std::string& version,
-                                               const std::string& state) const {
+                                               const std::string& version, const std::string& state,
+                                               clock::time_point at) const {
   store::device_note n;
+  n.at = at;
   n.origin = instance_;
   n.device = device;
   n.kind = store::device_note::kind_t::status;
@@ -163,6 +164,7 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
     n.model = m.model;
     n.version = m.version_text;
     if (m.attrs) n.attrs = *m.attrs;
+    n.at = now;
     set.notes.push_back(std::move(n));
   }
 
@@ -186,7 +188,8 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
                {"derived", true},
                {"error", why}};
     set.events.push_back(std::move(ev));
-    if (d_.shared) set.notes.push_back(status_note(device, rb.rollout, rb.version, "rolled_back"));
+    if (d_.shared)
+      set.notes.push_back(status_note(device, rb.rollout, rb.version, "rolled_back", now));
     spdlog::info("decision=rolled_back device={} rollout={} succeeded={} now={}", device,
                  rb.rollout, rb.version, m.version_text);
   }
@@ -238,7 +241,7 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
 
   if (decision) {
     d_.counters.offers++;
-    d_.devices.on_offer(device, decision->chosen->id, decision->rel->version_text);
+    d_.devices.on_offer(device, decision->chosen->id, decision->rel->version_text, now);
     if (d_.chunks)
       d_.chunks->authorize(device, decision->rel->sha256, decision->rel->size,
                            decision->chosen->id);
@@ -302,7 +305,7 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
       store::status_record{device, rollout_id, m.version_text, state, m.progress, m.error, now});
   if (rollout_id)
     set.rollout_devices.push_back(store::rollout_device_record{*rollout_id, device, state, now});
-  if (d_.shared) set.notes.push_back(status_note(device, rollout_id, m.version_text, state));
+  if (d_.shared) set.notes.push_back(status_note(device, rollout_id, m.version_text, state, now));
   // `success` also records the device's new version, in the same all-or-nothing set. A device
   // that never checked in has no known model yet: its first check records it.
   if (m.state == protocol::status_state::success) {
@@ -324,7 +327,7 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
                              "the service cannot record this report right now; send it again"),
                   "status");
   }
-  d_.devices.on_status(device, rollout_id, m);
+  d_.devices.on_status(device, rollout_id, m, now);
   spdlog::info("decision=status device={} state={} version={} rollout={}", device, state,
                m.version_text, rollout_id ? std::to_string(*rollout_id) : "none");
 }

@@ -67,7 +67,8 @@ class device_handler {
               std::string_view what);
   store::event_record event(std::string kind, const std::string& device) const;
   store::device_note status_note(const std::string& device, std::optional<std::int64_t> rollout,
-                                 const std::string& version, const std::string& state) const;
+                                 const std::string& version, const std::string& state,
+                                 clock::time_point at) const;
 
   device_handler_deps d_;
   manifest_settings settings_;

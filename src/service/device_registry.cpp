@@ -24,7 +24,7 @@ device_registry::entry& device_registry::fill_locked(const store::device_state& 
   e.attrs = attrs_of(d.attrs);
   for (const auto& r : d.rollouts)
     e.links.push_back(
-        link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_});
+        link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, {}});
   return e;
 }
 
@@ -34,26 +34,37 @@ void device_registry::load(const std::vector<store::device_state>& devices) {
   for (const auto& d : devices) fill_locked(d);
 }
 
-void device_registry::refresh(const std::vector<store::device_state>& devices) {
+std::uint64_t device_registry::mark() const {
   std::lock_guard lock(mu_);
-  for (const auto& d : devices) {
-    auto it = devices_.find(d.id);
-    if (it == devices_.end()) {
-      fill_locked(d);
-      continue;
-    }
-    entry& e = it->second;
-    if (!e.unrecorded_change) {
-      e.model = d.model;
-      e.version_text = d.version;
-      e.attrs = attrs_of(d.attrs);
-    }
-    for (const auto& r : d.rollouts) {
-      if (link* l = find_link(e, r.rollout)) {
-        if (l->state == "offered") l->state = r.state;
-      } else {
-        e.links.push_back(
-            link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_});
+  return seq_;
+}
+
+void device_registry::refresh(const std::vector<store::device_state>& devices, std::uint64_t mark) {
+  // In slices, so that checks are not held up behind a whole fleet.
+  constexpr std::size_t kSlice = 1000;
+  for (std::size_t from = 0; from < devices.size(); from += kSlice) {
+    std::lock_guard lock(mu_);
+    for (std::size_t i = from; i < std::min(devices.size(), from + kSlice); ++i) {
+      const auto& d = devices[i];
+      auto it = devices_.find(d.id);
+      if (it == devices_.end()) {
+        fill_locked(d);
+        continue;
+      }
+      entry& e = it->second;
+      const bool mine_newer = e.touched > mark;
+      if (!mine_newer) {
+        e.model = d.model;
+        e.version_text = d.version;
+        e.attrs = attrs_of(d.attrs);
+      }
+      for (const auto& r : d.rollouts) {
+        if (link* l = find_link(e, r.rollout)) {
+          if (!mine_newer) l->state = r.state;
+        } else {
+          e.links.push_back(
+              link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, {}});
+        }
       }
     }
   }
@@ -77,6 +88,8 @@ device_registry::check_result device_registry::on_check(const std::string& id,
       e.model != m.model || e.version_text != m.version_text || (m.attrs && e.attrs != *m.attrs);
   if (changed) e.unrecorded_change = true;
   out.changed = changed || inserted;
+  e.facts_at = now;
+  e.touched = ++seq_;
   // A new device has no recorded_seen yet.
   out.record_device = e.unrecorded_change || e.recorded_seen == time_point{} ||
                       now - e.recorded_seen >= kSeenResolution || now < e.recorded_seen;
@@ -104,20 +117,23 @@ void device_registry::rollbacks_recorded(const std::string& id,
   auto it = devices_.find(id);
   if (it == devices_.end()) return;
   for (const auto& rb : rollbacks)
-    if (link* l = find_link(it->second, rb.rollout); l && l->state == "success")
+    if (link* l = find_link(it->second, rb.rollout); l && l->state == "success") {
       l->state = "rolled_back";
+      it->second.touched = ++seq_;
+    }
 }
 
 void device_registry::on_offer(const std::string& id, std::int64_t rollout,
-                               const std::string& version_text) {
+                               const std::string& version_text, time_point at) {
   std::lock_guard lock(mu_);
   entry& e = devices_[id];
+  e.touched = ++seq_;
   if (link* l = find_link(e, rollout)) {
     l->offer_seq = ++seq_;
     return;
   }
   e.links.push_back(
-      link{rollout, version_text, protocol::parse_semver(version_text), "offered", ++seq_});
+      link{rollout, version_text, protocol::parse_semver(version_text), "offered", ++seq_, at});
 }
 
 std::optional<std::int64_t> device_registry::attribute(const std::string& id,
@@ -148,36 +164,49 @@ std::optional<std::string> device_registry::model_of(const std::string& id) cons
 }
 
 void device_registry::on_status(const std::string& id, std::optional<std::int64_t> rollout,
-                                const protocol::status_msg& m) {
+                                const protocol::status_msg& m, time_point at) {
   std::lock_guard lock(mu_);
   // A report may precede the first check; the check fills the rest.
-  set_state_locked(devices_[id], rollout, std::string(protocol::to_string(m.state)), m.version_text,
-                   m.version);
+  entry& e = devices_[id];
+  e.touched = ++seq_;
+  set_state_locked(e, rollout, std::string(protocol::to_string(m.state)), m.version_text, m.version,
+                   at);
 }
 
 void device_registry::set_state_locked(entry& e, std::optional<std::int64_t> rollout,
                                        const std::string& state, const std::string& version_text,
-                                       const std::optional<protocol::semver>& version) {
+                                       const std::optional<protocol::semver>& version,
+                                       time_point at) {
   if (rollout) {
-    if (link* l = find_link(e, *rollout))
-      l->state = state;
-    else
-      e.links.push_back(link{*rollout, version_text, version, state, 0});
+    if (link* l = find_link(e, *rollout)) {
+      if (at >= l->at) {
+        l->state = state;
+        l->at = at;
+      }
+    } else {
+      e.links.push_back(link{*rollout, version_text, version, state, 0, at});
+    }
   }
-  if (state == "success") e.version_text = version_text;
+  if (state == "success" && at >= e.facts_at) {
+    e.version_text = version_text;
+    e.facts_at = at;
+  }
 }
 
 void device_registry::apply(const store::device_note& n) {
   std::lock_guard lock(mu_);
   entry& e = devices_[n.device];
+  e.touched = ++seq_;  // newer than a stored state read before the note's batch committed
   if (n.kind == store::device_note::kind_t::status) {
-    set_state_locked(e, n.rollout, n.state, n.version, protocol::parse_semver(n.version));
+    set_state_locked(e, n.rollout, n.state, n.version, protocol::parse_semver(n.version), n.at);
     return;
   }
-  // The other instance wrote the devices row: nothing here is left to record.
+  if (n.at < e.facts_at) return;  // this instance heard from the device since
+  // The other instance wrote the devices row; this one's recorded_seen stays as it was.
   e.model = n.model;
   e.version_text = n.version;
   if (n.attrs && n.attrs->is_object()) e.attrs = attrs_of(*n.attrs);
+  e.facts_at = n.at;
 }
 
 std::size_t device_registry::size() const {

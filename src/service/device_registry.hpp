@@ -42,9 +42,12 @@ class device_registry {
 
   void load(const std::vector<store::device_state>& devices);
   // What other instances recorded while this one was not listening to them (shared device
-  // topics): stored states are taken where this instance has no change of its own pending,
-  // links it lacks are added, and a link it only knows as offered takes the stored state.
-  void refresh(const std::vector<store::device_state>& devices);
+  // topics), read back in three steps: m = mark(); everything submitted so far is written
+  // (the writer's flush); the stored states are read; refresh(stored, m). A device this
+  // instance changed after the mark keeps its own facts and gains only the links it lacks;
+  // every other device takes the stored state, which by then holds this instance's own.
+  std::uint64_t mark() const;
+  void refresh(const std::vector<store::device_state>& devices, std::uint64_t mark);
 
   // Records the device's model, version and (when sent) attributes; attributes not sent are
   // taken from what was stored.
@@ -53,7 +56,8 @@ class device_registry {
   void device_recorded(const std::string& id, time_point seen);
   // The rolled_back reports a check derived were queued for writing.
   void rollbacks_recorded(const std::string& id, const std::vector<rollback>& rollbacks);
-  void on_offer(const std::string& id, std::int64_t rollout, const std::string& version_text);
+  void on_offer(const std::string& id, std::int64_t rollout, const std::string& version_text,
+                time_point at);
   // The rollout a status without "rollout" belongs to: the latest offer made for that version.
   std::optional<std::int64_t> attribute(const std::string& id,
                                         const protocol::semver& version) const;
@@ -63,10 +67,11 @@ class device_registry {
   std::optional<std::string> model_of(const std::string& id) const;
   // Remembers a report's state for its rollout; `success` also sets the device's version.
   void on_status(const std::string& id, std::optional<std::int64_t> rollout,
-                 const protocol::status_msg& m);
+                 const protocol::status_msg& m, time_point at);
 
   // What another instance sharing the device topics learned of a device (NOTIFY
-  // otter_devices): this one may get the device's next message. It recorded the rows itself.
+  // otter_devices): this one may get the device's next message. A note older than what this
+  // instance knows (a lagging writer's) changes nothing.
   void apply(const store::device_note& n);
 
   std::size_t size() const;
@@ -78,6 +83,7 @@ class device_registry {
     std::optional<protocol::semver> version;
     std::string state;  // offered or a status state
     std::uint64_t offer_seq = 0;
+    time_point at{};  // of the state
   };
   struct entry {
     std::string model;
@@ -86,12 +92,14 @@ class device_registry {
     std::vector<link> links;
     time_point recorded_seen{};      // last_seen of the row this instance last queued; 0: none
     bool unrecorded_change = false;  // model, version or attrs changed since that row
+    time_point facts_at{};           // when model, version and attrs were last reported
+    std::uint64_t touched = 0;       // seq_ of the last change made here (see mark())
   };
   link* find_link(entry& e, std::int64_t rollout);
   entry& fill_locked(const store::device_state& d);  // a new entry from the stored state
   void set_state_locked(entry& e, std::optional<std::int64_t> rollout, const std::string& state,
                         const std::string& version_text,
-                        const std::optional<protocol::semver>& version);
+                        const std::optional<protocol::semver>& version, time_point at);
 
   mutable std::mutex mu_;
   std::unordered_map<std::string, entry> devices_;

@@ -242,7 +242,7 @@ struct service::impl {
       if (g.origin == cfg.instance) continue;
       chunks->authorize(g.device, g.sha256, g.size, g.rollout, g.at);
       // A status without "rollout" that reaches this instance is attributed to this offer.
-      if (!g.version.empty()) devices.on_offer(g.device, g.rollout, g.version);
+      if (!g.version.empty()) devices.on_offer(g.device, g.rollout, g.version, g.at);
       ++n;
     }
     if (n) spdlog::debug("decision=chunk_grants_shared grants={}", n);
@@ -252,8 +252,13 @@ struct service::impl {
   // recorded meanwhile is read back.
   void refresh_devices() {
     try {
+      const auto mark = devices.mark();
+      if (!writer->flush(std::chrono::seconds(5))) {
+        spdlog::warn("decision=devices_not_refreshed reason=\"records not written within 5 s\"");
+        return;
+      }
       const auto stored = repo.load_devices();
-      devices.refresh(stored);
+      devices.refresh(stored, mark);
       spdlog::info("decision=devices_refreshed devices={}", stored.size());
     } catch (const std::exception& e) {
       spdlog::warn("decision=devices_not_refreshed reason=\"{}\"", e.what());
@@ -356,14 +361,15 @@ struct service::impl {
           devices_handler->refuse_chunk(device, req, err);
         });
     chunks->start();
-    // Shared device topics: the grants other instances announced while the listener was away
-    // are read back from the recorded offers, or their devices would get forbidden here.
+    // Shared device topics: what other instances announced before the listener's first
+    // connect or while it was away is read back from the database: their grants (or their
+    // devices would get forbidden here) and what they recorded of devices.
     store::listener_handlers lh;
     lh.on_change = [this] { reload_catalog(); };
     lh.on_grants = [this](const std::string& payload) { on_grants(payload); };
     if (shared) {
       lh.on_devices = [this](const std::string& payload) { on_device_notes(payload); };
-      lh.on_reconnect = [this, validity = cs.offer_validity] {
+      lh.on_connect = [this, validity = cs.offer_validity] {
         restore_chunk_grants(validity);
         refresh_devices();
       };

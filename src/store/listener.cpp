@@ -85,7 +85,6 @@ void listener::stop() {
 
 void listener::run() {
   auto backoff = kBackoffMin;
-  bool connected_before = false;
   while (!stop_) {
     try {
       detail::session db{db_url_};
@@ -104,8 +103,7 @@ void listener::run() {
       spdlog::debug("store: listening on {}", kChannel);
       backoff = kBackoffMin;
       call(h_.on_change);  // whatever changed while not listening
-      if (connected_before && h_.on_reconnect) call(h_.on_reconnect);
-      connected_before = true;
+      if (h_.on_connect) call(h_.on_connect);
       while (!stop_) {
         db.conn.await_notification(kWaitSeconds, kWaitMicros);
         // A dropped connection is not always an exception here (get_notifs() returns 0 once

@@ -16,8 +16,9 @@ struct listener_handlers {
   // Optional: the payload of every otter_grants / otter_devices notification.
   std::function<void(const std::string&)> on_grants;
   std::function<void(const std::string&)> on_devices;
-  // Optional: after each reconnect (what was announced while away was missed).
-  std::function<void()> on_reconnect;
+  // Optional: after each connect, the first one included (what was announced while not
+  // listening, before the first connect or while away, was missed).
+  std::function<void()> on_connect;
 };
 
 class listener {

@@ -1,5 +1,6 @@
 #include "store/records.hpp"
 
+#include <spdlog/spdlog.h>
 #include <chrono>
 #include <cstdio>
 
@@ -158,7 +159,7 @@ std::vector<std::string> device_notifications(const std::vector<const device_not
   std::vector<std::string> items;
   items.reserve(notes.size());
   for (const auto* n : notes) {
-    nlohmann::json j{{"o", n->origin}, {"d", n->device}, {"v", n->version}};
+    nlohmann::json j{{"o", n->origin}, {"d", n->device}, {"v", n->version}, {"t", unix_ms(n->at)}};
     if (n->kind == device_note::kind_t::check) {
       j["k"] = "check";
       j["m"] = n->model;
@@ -168,7 +169,16 @@ std::vector<std::string> device_notifications(const std::vector<const device_not
       j["r"] = n->rollout ? nlohmann::json(*n->rollout) : nlohmann::json(nullptr);
       j["st"] = n->state;
     }
-    items.push_back(j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    auto item = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    if (item.size() + 2 > kMaxNotifyPayload && j.contains("a")) {
+      // Sixteen long attributes of escaped characters can pass 8000 bytes: the model and
+      // version still go; the other instances keep the attributes they knew.
+      spdlog::warn("store: device note for {} sent without its attributes (too long for NOTIFY)",
+                   n->device);
+      j.erase("a");
+      item = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+    items.push_back(std::move(item));
   }
   return pack_notifications(items);
 }
@@ -184,11 +194,13 @@ std::vector<device_note> parse_device_notification(std::string_view payload) {
   for (const auto& it : j) {
     if (!it.is_object()) continue;
     const auto *o = text(it, "o"), *d = text(it, "d"), *k = text(it, "k"), *v = text(it, "v");
-    if (!o || !d || !k || !v) continue;
+    const auto t = it.find("t");
+    if (!o || !d || !k || !v || t == it.end() || !t->is_number_integer()) continue;
     device_note n;
     n.origin = *o;
     n.device = *d;
     n.version = *v;
+    n.at = time_point(std::chrono::milliseconds(t->get<std::int64_t>()));
     if (*k == "check") {
       const auto* m = text(it, "m");
       if (!m) continue;

@@ -91,6 +91,7 @@ struct device_note {
   std::optional<nlohmann::json> attrs;  // check, when the device sent them
   std::optional<std::int64_t> rollout;  // status
   std::string state;                    // status
+  time_point at{};                      // when the message was handled
 };
 
 // Everything one incoming message causes, written together or not at all.

@@ -111,8 +111,8 @@ TEST(device_registry_rollback, reported_until_recorded_then_once_only) {
   device_registry reg;
   const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
   reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
-  reg.on_offer("dev-1", 7, "1.1.0");
-  reg.on_status("dev-1", 7, success("1.1.0", 7));
+  reg.on_offer("dev-1", 7, "1.1.0", t0);
+  reg.on_status("dev-1", 7, success("1.1.0", 7), t0);
   EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.1.0"), t0).rolled_back.empty());
 
   auto first = reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
@@ -138,9 +138,10 @@ TEST(device_registry_shared, notes_from_another_instance_are_applied) {
   c.model = "esp32";
   c.version = "1.0.0";
   c.attrs = nlohmann::json{{"site", "x"}};
+  c.at = t0;
   reg.apply(c);
   EXPECT_EQ(reg.model_of("dev-1"), "esp32");
-  auto seen = reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
+  auto seen = reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 1s);
   EXPECT_EQ(seen.facts.attrs, (protocol::attr_map{{"site", "x"}}))
       << "attributes sent to the other instance";
   EXPECT_FALSE(seen.changed);
@@ -154,13 +155,39 @@ TEST(device_registry_shared, notes_from_another_instance_are_applied) {
   st.version = "1.1.0";
   st.rollout = 7;
   st.state = "success";
+  st.at = t0 + 2s;
   reg.apply(st);
-  ASSERT_EQ(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).rolled_back.size(), 1u);
-  st.version = "1.1.0";
+  ASSERT_EQ(reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 3s).rolled_back.size(), 1u);
   st.state = "rolled_back";
+  st.at = t0 + 3s;
   reg.apply(st);
-  EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).rolled_back.empty());
+  EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 4s).rolled_back.empty());
   EXPECT_TRUE(reg.was_offered("dev-1", 7));
+}
+
+// A lagging writer delivers old notes: what this instance heard later stays.
+TEST(device_registry_shared, an_older_note_changes_nothing) {
+  device_registry reg;
+  const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
+  reg.on_check("dev-1", check("esp32", "1.0.0", protocol::attr_map{{"site", "y"}}), t0);
+  reg.on_status("dev-1", 7, success("1.1.0", 7), t0);
+  store::device_note c;
+  c.origin = "b";
+  c.device = "dev-1";
+  c.model = "esp32";
+  c.version = "0.9.0";
+  c.attrs = nlohmann::json{{"site", "x"}};
+  c.at = t0 - 30s;
+  reg.apply(c);
+  store::device_note st = c;
+  st.kind = store::device_note::kind_t::status;
+  st.version = "1.1.0";
+  st.rollout = 7;
+  st.state = "downloading";
+  reg.apply(st);
+  auto seen = reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 1s);
+  EXPECT_EQ(seen.facts.attrs, (protocol::attr_map{{"site", "y"}}));
+  EXPECT_EQ(seen.rolled_back.size(), 1u) << "the success stays: the downloading note is older";
 }
 
 TEST(device_registry_shared, a_check_that_changes_nothing_is_not_announced) {
@@ -173,33 +200,37 @@ TEST(device_registry_shared, a_check_that_changes_nothing_is_not_announced) {
       reg.on_check("dev-1", check("esp32", "1.0.1", protocol::attr_map{{"a", "b"}}), t0).changed);
 }
 
-// After the listener reconnects, what other instances recorded meanwhile is read back without
-// undoing what this instance has pending.
-TEST(device_registry_shared, a_refresh_fills_gaps_and_keeps_pending_changes) {
+// After the listener (re)connects, what other instances recorded meanwhile is read back: the
+// stored state wins for devices this instance did not touch since the mark (its own changes
+// were written before the read), local facts win for the others, which only gain links.
+TEST(device_registry_shared, a_refresh_takes_stored_states_except_for_devices_changed_since) {
   device_registry reg;
   const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
-  reg.on_check("dev-1", check("esp32", "1.0.0", protocol::attr_map{{"site", "new"}}), t0);
-  reg.on_offer("dev-1", 7, "1.1.0");
-  store::device_state s1;
-  s1.id = "dev-1";
-  s1.model = "esp32";
-  s1.version = "0.9.0";
-  s1.attrs = {{"site", "old"}};
-  s1.rollouts = {{7, "1.1.0", "success"}, {8, "1.2.0", "offered"}};
-  store::device_state s2;
-  s2.id = "dev-2";
-  s2.model = "esp32";
-  s2.version = "1.0.0";
-  s2.attrs = {{"site", "x"}};
-  reg.refresh({s1, s2});
-  // dev-1's check is not recorded yet: its own version and attributes stay.
-  auto seen = reg.on_check("dev-1", check("esp32", "1.0.0"), t0);
-  EXPECT_EQ(seen.facts.attrs, (protocol::attr_map{{"site", "new"}}));
-  EXPECT_FALSE(seen.changed);
-  EXPECT_EQ(seen.rolled_back.size(), 1u) << "the stored success of rollout 7 was taken";
+  reg.on_check("dev-1", check("esp32", "1.0.0", protocol::attr_map{{"site", "mine"}}), t0);
+  reg.on_offer("dev-1", 7, "1.1.0", t0);
+  reg.on_check("dev-3", check("esp32", "1.0.0", protocol::attr_map{{"site", "mine"}}), t0);
+  const auto mark = reg.mark();
+  reg.on_check("dev-3", check("esp32", "1.0.0", protocol::attr_map{{"site", "later"}}), t0 + 1s);
+  const auto stored = [](const std::string& id) {
+    store::device_state s;
+    s.id = id;
+    s.model = "esp32";
+    s.version = "1.0.0";
+    s.attrs = {{"site", "stored"}};
+    s.rollouts = {{7, "1.1.0", "success"}, {8, "1.2.0", "offered"}};
+    return s;
+  };
+  reg.refresh({stored("dev-1"), stored("dev-2"), stored("dev-3")}, mark);
+
+  auto one = reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 2s);
+  EXPECT_EQ(one.facts.attrs, (protocol::attr_map{{"site", "stored"}}));
+  EXPECT_EQ(one.rolled_back.size(), 1u) << "the stored success of rollout 7 was taken";
   EXPECT_TRUE(reg.was_offered("dev-1", 8));
-  EXPECT_EQ(reg.on_check("dev-2", check("esp32", "1.0.0"), t0).facts.attrs,
-            (protocol::attr_map{{"site", "x"}}));
+  EXPECT_EQ(reg.on_check("dev-2", check("esp32", "1.0.0"), t0 + 2s).facts.attrs,
+            (protocol::attr_map{{"site", "stored"}}));
+  auto three = reg.on_check("dev-3", check("esp32", "1.0.0"), t0 + 2s);
+  EXPECT_EQ(three.facts.attrs, (protocol::attr_map{{"site", "later"}}));
+  EXPECT_TRUE(reg.was_offered("dev-3", 7));
 }
 
 }  // namespace

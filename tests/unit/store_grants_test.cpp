@@ -68,6 +68,7 @@ TEST(store_device_notes, round_trip_in_payloads_under_the_notify_limit) {
     n.origin = "otterd-a";
     n.device = "esp32-" + std::to_string(i);
     n.version = "1.0." + std::to_string(i);
+    n.at = time_point(std::chrono::milliseconds(1'795'000'000'000LL + i));
     if (i % 2) {
       n.kind = device_note::kind_t::status;
       n.state = "success";
@@ -97,11 +98,13 @@ TEST(store_device_notes, round_trip_in_payloads_under_the_notify_limit) {
     EXPECT_EQ(back[i].attrs, notes[i].attrs);
     EXPECT_EQ(back[i].rollout, notes[i].rollout);
     EXPECT_EQ(back[i].state, notes[i].state);
+    EXPECT_EQ(back[i].at, notes[i].at);
   }
 }
 
-// A note PostgreSQL would refuse (> 8000 bytes) would fail the whole batch: it is left out.
-TEST(store_device_notes, a_note_too_long_to_notify_is_left_out_and_junk_skipped) {
+// A note PostgreSQL would refuse (> 8000 bytes) would fail the whole batch: its attributes
+// are left out, its model and version still go.
+TEST(store_device_notes, a_note_too_long_to_notify_goes_without_attributes_and_junk_is_skipped) {
   device_note big;
   big.origin = "a";
   big.device = "d";
@@ -114,8 +117,10 @@ TEST(store_device_notes, a_note_too_long_to_notify_is_left_out_and_junk_skipped)
   const auto payloads = device_notifications({&big, &small});
   ASSERT_EQ(payloads.size(), 1u);
   const auto back = parse_device_notification(payloads[0]);
-  ASSERT_EQ(back.size(), 1u);
+  ASSERT_EQ(back.size(), 2u);
   EXPECT_FALSE(back[0].attrs);
+  EXPECT_EQ(back[0].model, "m");
+  EXPECT_EQ(back[0].version, "1.0.0");
   EXPECT_TRUE(parse_device_notification(
                   "[1,{\"o\":\"a\"},{\"o\":\"a\",\"d\":\"d\",\"k\":\"x\",\"v\":\"1\"}]")
                   .empty());
