@@ -260,41 +260,70 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
   auto parsed = protocol::parse_status(obj);
   if (!parsed) return refuse(device, req, parsed.error(), "status");
   const protocol::status_msg& m = *parsed;
-
-  std::optional<std::int64_t> rollout_id;
-  if (m.rollout) {
-    std::int64_t id = 0;  // not a number: no rollout has it, so "never offered" below
-    const auto& text = *m.rollout;
-    if (std::from_chars(text.data(), text.data() + text.size(), id).ptr !=
-        text.data() + text.size())
-      id = 0;
-    // A rollout of the catalog is taken on trust (another instance may have made the offer),
-    // but not one for another model than the device reported: that would count the report in
-    // a rollout the device cannot be part of.
-    auto catalog = d_.catalog.current();
-    const auto model = d_.devices.model_of(device);
-    bool known = false;
-    for (const auto& r : catalog->rollouts) {
-      if (r.id != id) continue;
-      const auto* rel = catalog->find_release(r.release_id);
-      known = !model || !rel || rel->model == *model;
-    }
-    if (!known && !d_.devices.was_offered(device, id)) {
-      return refuse(device, m.req,
-                    make_error(errc::not_found,
-                               "rollout \"" + *m.rollout + "\" was never offered to this device"),
-                    "status");
-    }
-    rollout_id = id;
-  } else {
-    rollout_id = d_.devices.attribute(device, m.version);
-  }
-  d_.counters.statuses++;
   const auto now = d_.time.now();
+  if (d_.held) {
+    // Reports are recorded in the order sent: behind one that waits, the next waits too.
+    const bool behind = d_.held->holding(device);
+    if (behind || (!m.rollout && !d_.devices.attribute(device, m.version))) {
+      if (d_.held->hold(device, m, now, std::chrono::steady_clock::now())) {
+        spdlog::info(
+            "decision=status_held device={} version={} reason=\"{}\"", device, m.version_text,
+            behind ? "an earlier report waits"
+                   : "no offer of this version known here yet; waiting for another instance's");
+        return;
+      }
+      release_held(device);  // full: what waits goes first, then this one
+    }
+  }
+  auto rollout_id = rollout_of(device, m);
+  if (!rollout_id) return refuse(device, m.req, rollout_id.error(), "status");
+  record_status(device, m, *rollout_id, now);
+}
+
+void device_handler::release_held(const std::string& device) {
+  if (!d_.held) return;
+  for (const auto& h : d_.held->take(device)) {
+    auto rollout_id = rollout_of(device, h.msg);
+    if (!rollout_id) {
+      refuse(device, h.msg.req, rollout_id.error(), "status");
+      continue;
+    }
+    record_status(device, h.msg, *rollout_id, h.at);
+  }
+}
+
+result<std::optional<std::int64_t>> device_handler::rollout_of(
+    const std::string& device, const protocol::status_msg& m) const {
+  if (!m.rollout) return d_.devices.attribute(device, m.version);
+  std::int64_t id = 0;  // not a number: no rollout has it, so "never offered" below
+  const auto& text = *m.rollout;
+  if (std::from_chars(text.data(), text.data() + text.size(), id).ptr != text.data() + text.size())
+    id = 0;
+  // A rollout of the catalog is taken on trust (another instance may have made the offer),
+  // but not one for another model than the device reported: that would count the report in
+  // a rollout the device cannot be part of.
+  auto catalog = d_.catalog.current();
+  const auto model = d_.devices.model_of(device);
+  bool known = false;
+  for (const auto& r : catalog->rollouts) {
+    if (r.id != id) continue;
+    const auto* rel = catalog->find_release(r.release_id);
+    known = !model || !rel || rel->model == *model;
+  }
+  if (!known && !d_.devices.was_offered(device, id))
+    return make_error(errc::not_found,
+                      "rollout \"" + *m.rollout + "\" was never offered to this device");
+  return std::optional<std::int64_t>(id);
+}
+
+void device_handler::record_status(const std::string& device, const protocol::status_msg& m,
+                                   std::optional<std::int64_t> rollout_id, clock::time_point now) {
+  d_.counters.statuses++;
   const std::string state(protocol::to_string(m.state));
 
   store::record_set set;
   auto ev = event("status", device);
+  ev.at = now;
   ev.rollout = rollout_id;
   ev.data = {{"state", state}, {"version", m.version_text}};
   if (m.req) ev.data["req"] = *m.req;

@@ -14,6 +14,7 @@
 #include "service/chunk_server.hpp"
 #include "service/clock.hpp"
 #include "service/device_registry.hpp"
+#include "service/held_statuses.hpp"
 #include "service/manifest.hpp"
 #include "service/metrics.hpp"
 #include "service/ports.hpp"
@@ -36,6 +37,9 @@ struct device_handler_deps {
   // Several instances share the device topics: tell the others of each chunk grant and of
   // each change to a device (any of them may get the device's next message).
   bool shared = false;
+  // With shared topics: where a status without "rollout" waits for another instance's offer
+  // (null: recorded at once). Releases run on the device's worker (device_queue::post).
+  held_statuses* held = nullptr;
 };
 
 class device_handler {
@@ -49,6 +53,9 @@ class device_handler {
   // The device has too many messages waiting to be handled (it sends without waiting for the
   // answers): rate_limited, recorded.
   void refuse_busy(const protocol::parsed_topic& topic, std::string_view payload);
+  // Records what the device has waiting in `held`, oldest first, attributed as far as is
+  // now known. Run it on the device's worker (or after the workers stopped).
+  void release_held(const std::string& device);
   // A chunk request the chunk server held for a grant and then refused.
   void refuse_chunk(const std::string& device, const std::optional<std::string>& req,
                     const error& err) {
@@ -58,6 +65,12 @@ class device_handler {
  private:
   void on_check(const std::string& device, const nlohmann::json& obj);
   void on_status(const std::string& device, const nlohmann::json& obj);
+  // The rollout a report belongs to: the one it names (not_found when that cannot be its), or
+  // the latest offer of its version known here (nullopt: none).
+  result<std::optional<std::int64_t>> rollout_of(const std::string& device,
+                                                 const protocol::status_msg& m) const;
+  void record_status(const std::string& device, const protocol::status_msg& m,
+                     std::optional<std::int64_t> rollout_id, clock::time_point at);
   void on_chunk(const std::string& device, const nlohmann::json& obj);
   // A message refused before it was parsed: req as far as it can be read.
   void refuse_unread(const protocol::parsed_topic& topic, std::string_view payload,

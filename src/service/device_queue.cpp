@@ -24,9 +24,27 @@ void device_queue::start() {
     if (!w->thread.joinable()) w->thread = std::thread([this, p = w.get()] { run(*p); });
 }
 
+device_queue::worker& device_queue::worker_of(const std::string& device) {
+  return *workers_[std::hash<std::string>{}(device) % workers_.size()];
+}
+
+bool device_queue::post(const std::string& device, std::function<void()> task) {
+  auto& w = worker_of(device);
+  std::lock_guard lock(w.mu);
+  if (w.stopping) return false;
+  // Not counted against the device's cap, nor held back by the queue limit: the listener
+  // thread posts, and must not wait on the workers.
+  protocol::parsed_topic t{};
+  t.subject = device;
+  w.queue.push_back({std::move(t), {}, std::move(task)});
+  ++w.waiting[device];
+  if (w.queue.size() == 1) w.has_work.notify_one();
+  return true;
+}
+
 device_queue::admit device_queue::submit(const protocol::parsed_topic& topic,
                                          std::string_view payload) {
-  auto& w = *workers_[std::hash<std::string>{}(topic.subject) % workers_.size()];
+  auto& w = worker_of(topic.subject);
   std::unique_lock lock(w.mu);
   if (auto it = w.waiting.find(topic.subject); it != w.waiting.end() && it->second >= per_device_ &&
                                                topic.kind != protocol::topic_kind::device_status)
@@ -34,7 +52,7 @@ device_queue::admit device_queue::submit(const protocol::parsed_topic& topic,
   w.has_room.wait(lock, [&] { return w.stopping || w.queue.size() < limit_; });
   if (w.stopping) return admit::stopping;
   ++w.waiting[topic.subject];
-  w.queue.push_back({topic, std::string(payload)});
+  w.queue.push_back({topic, std::string(payload), {}});
   if (w.queue.size() == 1) w.has_work.notify_one();
   return admit::queued;
 }
@@ -64,7 +82,10 @@ void device_queue::run(worker& w) {
     w.has_room.notify_all();
     for (const auto& m : batch) {
       try {
-        handle_(m.topic, m.payload);
+        if (m.task)
+          m.task();
+        else
+          handle_(m.topic, m.payload);
       } catch (const std::exception& e) {
         // The edge: one bad message must never take the service down.
         spdlog::error("decision=message_failed device={} error=\"{}\"", m.topic.subject, e.what());

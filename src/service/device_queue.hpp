@@ -38,6 +38,9 @@ class device_queue {
   // (PROTOCOL.md answers them only on error, so a device cannot pace them); they count,
   // though, towards the device's cap.
   admit submit(const protocol::parsed_topic& topic, std::string_view payload);
+  // Runs `task` on the device's worker, in order with its messages (work that must not race
+  // them, e.g. reports held for an offer another instance made). False once stopping.
+  bool post(const std::string& device, std::function<void()> task);
   // Handles what is queued, then joins the workers. Idempotent.
   void stop();
 
@@ -45,6 +48,7 @@ class device_queue {
   struct item {
     protocol::parsed_topic topic;
     std::string payload;
+    std::function<void()> task;  // set: run it instead of the handler (topic.subject: device)
   };
   struct worker {
     std::mutex mu;
@@ -56,6 +60,7 @@ class device_queue {
     std::thread thread;
   };
   void run(worker& w);
+  worker& worker_of(const std::string& device);
 
   std::size_t limit_;
   std::size_t per_device_;

@@ -89,6 +89,7 @@ struct service::impl {
   std::unique_ptr<store::writer> writer;
   std::unique_ptr<writer_recorder> records;
   std::unique_ptr<chunk_server> chunks;
+  std::unique_ptr<held_statuses> held;  // shared device topics only
   std::unique_ptr<device_handler> devices_handler;
   std::unique_ptr<device_queue> device_work;  // after devices_handler: its workers call it
   std::unique_ptr<store::listener> listener;  // after chunks: its thread calls into them
@@ -243,6 +244,9 @@ struct service::impl {
       chunks->authorize(g.device, g.sha256, g.size, g.rollout, g.at);
       // A status without "rollout" that reaches this instance is attributed to this offer.
       if (!g.version.empty()) devices.on_offer(g.device, g.rollout, g.version, g.at);
+      // Reports that waited for this offer go now, on the device's worker.
+      if (held && held->holding(g.device))
+        device_work->post(g.device, [this, d = g.device] { devices_handler->release_held(d); });
       ++n;
     }
     if (n) spdlog::debug("decision=chunk_grants_shared grants={}", n);
@@ -348,6 +352,10 @@ struct service::impl {
     device_handler_deps dd{topics, key,  catalog,  devices,      *records,
                            *out,   time, counters, chunks.get(), download_url()};
     dd.shared = shared;
+    if (shared) {
+      held = std::make_unique<held_statuses>(std::chrono::milliseconds(1000), 10000, 16);
+      dd.held = held.get();
+    }
     devices_handler = std::make_unique<device_handler>(dd, ms, cfg.instance);
     // Two workers at least (the callback thread then only receives), at most four.
     const auto n_workers = std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
@@ -412,6 +420,11 @@ struct service::impl {
 
     auto next_metrics = std::chrono::steady_clock::now();
     while (!stop.load()) {
+      if (held) {
+        // Reports whose offer never came here: recorded as they are.
+        for (const auto& d : held->due(std::chrono::steady_clock::now()))
+          device_work->post(d, [this, d] { devices_handler->release_held(d); });
+      }
       if (std::chrono::steady_clock::now() >= next_metrics) {
         if (client->connected()) out->publish(topics.metrics(), metrics_json().dump(), 1, true);
         next_metrics += 5s;
@@ -434,6 +447,8 @@ struct service::impl {
     spdlog::info("decision=shutdown stage=drain");
     accepting = false;
     device_work->stop();  // handles what was received, so its records are drained below
+    if (held)
+      for (const auto& d : held->devices()) devices_handler->release_held(d);
     if (http_server) http_server->stop();
     chunks->stop();
     admin->stop();

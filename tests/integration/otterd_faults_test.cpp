@@ -371,5 +371,44 @@ TEST_F(faults_test, two_instances_share_what_they_learn_of_devices) {
   EXPECT_EQ(second.stop(), 0);
 }
 
+// A device reports right after the offer, without "rollout"; the report may reach the other
+// instance before the offer's note does (it travels when the offering instance's batch
+// commits). There it waits for the note, and the device's next report on that instance waits
+// behind it, so every report is attributed and one instance records them in the order sent.
+TEST_F(faults_test, a_status_right_after_the_offer_waits_for_it_on_the_other_instance) {
+  add_release(kModel, "1.4.0", "fast-image");
+  auto second_ptr = start_two_instances();
+  ASSERT_FALSE(HasFailure());
+  auto& second = *second_ptr;
+  const auto rid = create_rollout(kModel, "1.4.0", {{"type", "all"}});
+  std::this_thread::sleep_for(1s);
+  std::vector<std::unique_ptr<device>> fleet;
+  for (int n = 0; n < 6; ++n)
+    fleet.push_back(std::make_unique<device>(env_, *topics_, "fast-" + std::to_string(n)));
+  for (auto& d : fleet) d->connect_started();
+  for (auto& d : fleet) {
+    auto o = d->check(*pub_, kModel, "1.0.0");
+    ASSERT_TRUE(o && o->answer["update"] == true) << d->id();
+    d->status({{"req", "s-1"}, {"version", "1.4.0"}, {"state", "downloading"}});
+    d->status({{"req", "s-2"}, {"version", "1.4.0"}, {"state", "downloading"}, {"progress", 50}});
+    d->status({{"req", "s-3"}, {"version", "1.4.0"}, {"state", "installing"}, {"rollout", rid}});
+  }
+  for (auto& d : fleet) {
+    nlohmann::json items;
+    ASSERT_TRUE(eventually(
+        [&] {
+          items = admin_->cmd("status.list", {{"device", d->id()}})["result"]["items"];
+          return items.size() == 3;
+        },
+        5s))
+        << d->id() << ": " << items.dump();
+    for (const auto& item : items)
+      EXPECT_EQ(item["rollout"], rid) << d->id() << ": " << item.dump();
+  }
+  // Not checked: the order between instances, which is the broker's (a shared subscription
+  // keeps none).
+  EXPECT_EQ(second.stop(), 0);
+}
+
 }  // namespace
 }  // namespace otter::test

@@ -82,5 +82,24 @@ TEST(device_queue, stop_handles_what_is_queued_then_refuses) {
   EXPECT_EQ(q.submit(from("late"), "x"), device_queue::admit::stopping);
 }
 
+// A posted task runs on the device's worker, after the messages queued before it.
+TEST(device_queue, a_posted_task_runs_in_order_with_the_devices_messages) {
+  gate g;
+  device_queue q(2, 100, g.handler());
+  q.start();
+  ASSERT_EQ(q.submit(from("d1"), "a"), device_queue::admit::queued);
+  ASSERT_TRUE(q.post("d1", [&] {
+    std::lock_guard lock(g.mu);
+    g.handled.push_back("d1:task");
+    g.cv.notify_all();
+  }));
+  ASSERT_EQ(q.submit(from("d1"), "b"), device_queue::admit::queued);
+  g.let_through();
+  ASSERT_TRUE(g.wait_for(3));
+  q.stop();
+  EXPECT_EQ(g.handled, (std::vector<std::string>{"d1:a", "d1:task", "d1:b"}));
+  EXPECT_FALSE(q.post("d1", [] {})) << "stopping";
+}
+
 }  // namespace
 }  // namespace otter::service
