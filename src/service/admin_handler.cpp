@@ -103,24 +103,19 @@ void admin_handler::run() {
 
 std::vector<std::string> admin_handler::collect_uploads(clock::time_point now) {
   const auto cutoff = now - s_.upload_gc;
-  auto gone = d_.repo.delete_unreferenced_uploads(cutoff);
+  // Each image's row and file go together under its lock, which an upload of the same image
+  // on another instance sharing the data folder takes too.
+  auto gone = d_.repo.delete_unreferenced_uploads(
+      cutoff, [this](const std::string& sha) { return d_.images.remove(sha); });
   if (!gone) {
     spdlog::warn("decision=upload_gc_skipped reason=\"{}\"", gone.error().message);
     return {};
   }
-  // Rows first, then files: a file without a row is harmless, a row without a file is not.
-  // Uploads run on this thread too, so none can re-add one of these images in between.
-  for (const auto& sha : *gone) {
-    auto removed = d_.images.remove(sha);
-    if (removed)
-      spdlog::info(
-          "decision=upload_gc_removed sha256={} reason=\"no release references it "
-          "and it is older than OTTER_UPLOAD_GC ({}s)\"",
-          sha, s_.upload_gc.count());
-    else
-      spdlog::warn("decision=upload_gc_file_kept sha256={} reason=\"{}\"", sha,
-                   removed.error().message);
-  }
+  for (const auto& sha : *gone)
+    spdlog::info(
+        "decision=upload_gc_removed sha256={} reason=\"no release references it "
+        "and it is older than OTTER_UPLOAD_GC ({}s)\"",
+        sha, s_.upload_gc.count());
   return std::move(gone).value();
 }
 
@@ -373,7 +368,15 @@ void admin_handler::handle_upload(const std::string& op, const std::string& uplo
                                                     " (OTTER_MAX_UPLOAD)"));
   auto stored = d_.images.put(payload);
   if (!stored) return finish(std::move(stored).error());
-  auto added = d_.repo.add_upload(stored->sha256, stored->size, op);
+  // Under the image's lock the file must still be there: another instance's collection may
+  // have removed it between put() and now.
+  auto added =
+      d_.repo.add_upload(stored->sha256, stored->size, op, [&](const std::string&) -> result<void> {
+        if (d_.images.contains(stored->sha256)) return {};
+        auto again = d_.images.put(payload);
+        if (!again) return std::move(again).error();
+        return {};
+      });
   if (!added) return finish(std::move(added).error());
   d_.counters.uploads++;
   finish(nlohmann::json{{"sha256", stored->sha256}, {"size", stored->size}});

@@ -27,11 +27,18 @@ constexpr const char* kInsertUpload =
 constexpr const char* kUploadSize = "SELECT size FROM uploads WHERE sha256 = $1";
 // The foreign key from releases also guards a release added meanwhile by another instance:
 // the DELETE then fails and is tried again at the next collection.
-constexpr const char* kDeleteUnreferencedUploads =
-    "DELETE FROM uploads u "
+constexpr const char* kUnreferencedUploads =
+    "SELECT u.sha256 FROM uploads u "
     "WHERE u.created_at < to_timestamp($1::bigint / 1000.0) "
+    "  AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.sha256 = u.sha256)";
+// Checked again under the image's lock: it may have been uploaded again meanwhile.
+constexpr const char* kDeleteUnreferencedUpload =
+    "DELETE FROM uploads u "
+    "WHERE u.sha256 = $1 AND u.created_at < to_timestamp($2::bigint / 1000.0) "
     "  AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.sha256 = u.sha256) "
     "RETURNING u.sha256";
+// One lock per image, across instances, until the transaction ends.
+constexpr const char* kLockImage = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 
 // ---- releases
 // The size comes from the upload, the one place that measured the image.
@@ -331,11 +338,15 @@ void repository::open() {
 }
 
 result<nlohmann::json> repository::add_upload(const std::string& sha256, std::uint64_t size,
-                                              const std::string& actor) {
+                                              const std::string& actor,
+                                              const file_step& ensure_file) {
   return with_connection([&](pqxx::connection& c) -> result<nlohmann::json> {
     pqxx::work tx{c};
+    tx.exec_params(kLockImage, "otter-image:" + sha256);
     tx.exec_params0(kInsertUpload, sha256, static_cast<std::int64_t>(size), actor);
     const auto stored = tx.exec_params1(kUploadSize, sha256)[0].as<std::int64_t>();
+    if (ensure_file)
+      if (auto r = ensure_file(sha256); !r) return r.error();  // rolled back
     tx.commit();
     return nlohmann::json{{"sha256", sha256}, {"size", stored}};
   });
@@ -352,17 +363,31 @@ result<bool> repository::upload_exists(const std::string& sha256, std::uint64_t*
 }
 
 result<std::vector<std::string>> repository::delete_unreferenced_uploads(
-    std::chrono::system_clock::time_point cutoff) {
-  const auto cutoff_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count();
+    std::chrono::system_clock::time_point cutoff, const file_step& remove_file) {
+  const auto cutoff_ms = static_cast<std::int64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count());
   return with_connection([&](pqxx::connection& c) -> result<std::vector<std::string>> {
-    pqxx::work tx{c};
-    const auto rows =
-        tx.exec_params(kDeleteUnreferencedUploads, static_cast<std::int64_t>(cutoff_ms));
+    std::vector<std::string> candidates;
+    {
+      pqxx::read_transaction tx{c};
+      for (const auto& r : tx.exec_params(kUnreferencedUploads, cutoff_ms))
+        candidates.push_back(r[0].as<std::string>());
+    }
     std::vector<std::string> out;
-    out.reserve(rows.size());
-    for (const auto& r : rows) out.push_back(r[0].as<std::string>());
-    tx.commit();
+    for (const auto& sha : candidates) {
+      pqxx::work tx{c};
+      tx.exec_params(kLockImage, "otter-image:" + sha);
+      if (tx.exec_params(kDeleteUnreferencedUpload, sha, cutoff_ms).empty()) continue;
+      if (remove_file) {
+        if (auto r = remove_file(sha); !r) {
+          spdlog::warn("decision=upload_gc_file_kept sha256={} reason=\"{}\"", sha,
+                       r.error().message);
+          continue;  // rolled back: the row stays with its file
+        }
+      }
+      tx.commit();
+      out.push_back(sha);
+    }
     return out;
   });
 }

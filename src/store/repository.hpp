@@ -3,6 +3,7 @@
 // device hot path. SQL lives as named constants in repository.cpp.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -74,13 +75,22 @@ class repository {
 
   // Errors: unavailable (PostgreSQL unreachable; the connection is retried next call),
   // not_found, conflict, bad_request, internal.
+  //
+  // Uploads and their garbage collection hold a lock per image across instances (a
+  // transaction-scoped advisory lock on the sha256): instances sharing one data folder never
+  // interleave storing an image and deleting it.
+  //
+  // Idempotent: {sha256, size}. `ensure_file` runs under the lock, before the commit: it
+  // makes sure the image file is there (a collection may have removed it just before).
+  using file_step = std::function<result<void>(const std::string& sha256)>;
   result<nlohmann::json> add_upload(const std::string& sha256, std::uint64_t size,
-                                    const std::string& actor);  // idempotent: {sha256, size}
+                                    const std::string& actor, const file_step& ensure_file = {});
   result<bool> upload_exists(const std::string& sha256, std::uint64_t* size_out);
   // Upload garbage collection: deletes the uploads created before `cutoff` that no release
-  // references, and returns their sha256s (the caller removes the files).
+  // references, one by one, each under its lock with `remove_file` before the commit (a
+  // failure keeps the row), and returns their sha256s.
   result<std::vector<std::string>> delete_unreferenced_uploads(
-      std::chrono::system_clock::time_point cutoff);
+      std::chrono::system_clock::time_point cutoff, const file_step& remove_file = {});
   // conflict if (model, canonical version) exists; not_found if the upload is unknown.
   result<nlohmann::json> add_release(const protocol::release_add_args& a, std::uint64_t size,
                                      const std::string& actor);
