@@ -270,6 +270,9 @@ void device_handler::on_status(const std::string& device, const nlohmann::json& 
             "decision=status_held device={} version={} reason=\"{}\"", device, m.version_text,
             behind ? "an earlier report waits"
                    : "no offer of this version known here yet; waiting for another instance's");
+        // The offer's note may have come between the look-up and the hold, and found
+        // nothing held to release: look again (this is the device's worker).
+        if (!behind && d_.devices.attribute(device, m.version)) release_held(device);
         return;
       }
       release_held(device);  // full: what waits goes first, then this one

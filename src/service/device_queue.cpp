@@ -37,7 +37,6 @@ bool device_queue::post(const std::string& device, std::function<void()> task) {
   protocol::parsed_topic t{};
   t.subject = device;
   w.queue.push_back({std::move(t), {}, std::move(task)});
-  ++w.waiting[device];
   if (w.queue.size() == 1) w.has_work.notify_one();
   return true;
 }
@@ -90,6 +89,7 @@ void device_queue::run(worker& w) {
         // The edge: one bad message must never take the service down.
         spdlog::error("decision=message_failed device={} error=\"{}\"", m.topic.subject, e.what());
       }
+      if (m.task) continue;  // posted tasks do not count towards the device's cap
       std::lock_guard lock(w.mu);
       if (auto it = w.waiting.find(m.topic.subject); it != w.waiting.end() && --it->second == 0)
         w.waiting.erase(it);

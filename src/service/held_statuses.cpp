@@ -18,12 +18,13 @@ bool held_statuses::hold(const std::string& device, protocol::status_msg msg, cl
   if (it == held_.end()) {
     if (held_.size() >= max_devices_) return false;
     it = held_.try_emplace(device).first;
-  } else if (it->second.size() >= max_per_device_) {
+  } else if (it->second.reports.size() >= max_per_device_) {
     return false;
   }
+  auto& q = it->second.reports;
   // A report behind others waits no longer than the first: they leave together.
-  const auto until = it->second.empty() ? now + wait_ : it->second.front().until;
-  it->second.push_back({std::move(msg), at, until});
+  const auto until = q.empty() ? now + wait_ : q.front().until;
+  q.push_back({std::move(msg), at, until});
   ++count_;
   return true;
 }
@@ -33,18 +34,29 @@ std::vector<held_statuses::held> held_statuses::take(const std::string& device) 
   std::vector<held> out;
   auto it = held_.find(device);
   if (it == held_.end()) return out;
-  out.assign(std::make_move_iterator(it->second.begin()),
-             std::make_move_iterator(it->second.end()));
+  auto& q = it->second.reports;
+  out.assign(std::make_move_iterator(q.begin()), std::make_move_iterator(q.end()));
   count_ -= out.size();
   held_.erase(it);
   return out;
 }
 
-std::vector<std::string> held_statuses::due(std::chrono::steady_clock::time_point now) const {
+bool held_statuses::claim_release(const std::string& device) {
+  std::lock_guard lock(mu_);
+  auto it = held_.find(device);
+  if (it == held_.end() || it->second.release_posted) return false;
+  it->second.release_posted = true;
+  return true;
+}
+
+std::vector<std::string> held_statuses::claim_due(std::chrono::steady_clock::time_point now) {
   std::lock_guard lock(mu_);
   std::vector<std::string> out;
-  for (const auto& [device, q] : held_)
-    if (!q.empty() && q.front().until <= now) out.push_back(device);
+  for (auto& [device, d] : held_)
+    if (!d.release_posted && !d.reports.empty() && d.reports.front().until <= now) {
+      d.release_posted = true;
+      out.push_back(device);
+    }
   return out;
 }
 

@@ -35,8 +35,12 @@ class held_statuses {
             std::chrono::steady_clock::time_point now);
   // Everything the device has waiting, oldest first, removed.
   std::vector<held> take(const std::string& device);
-  // The devices whose oldest report has waited long enough.
-  std::vector<std::string> due(std::chrono::steady_clock::time_point now) const;
+  // Whether the caller should post a release for the device: it has reports waiting and no
+  // release is posted yet (take() clears the mark). Keeps the worker queues free of repeats.
+  bool claim_release(const std::string& device);
+  // The devices whose oldest report has waited long enough and whose release is not posted
+  // yet; they are marked as posted.
+  std::vector<std::string> claim_due(std::chrono::steady_clock::time_point now);
   std::vector<std::string> devices() const;
   std::size_t size() const;
 
@@ -45,7 +49,11 @@ class held_statuses {
   std::size_t max_devices_;
   std::size_t max_per_device_;
   mutable std::mutex mu_;
-  std::unordered_map<std::string, std::deque<held>> held_;
+  struct device_reports {
+    std::deque<held> reports;
+    bool release_posted = false;
+  };
+  std::unordered_map<std::string, device_reports> held_;
   std::size_t count_ = 0;
 };
 

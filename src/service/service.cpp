@@ -161,6 +161,7 @@ struct service::impl {
     j["mqtt_connected"] = client && client->connected();
     j["publish_failures"] = out ? out->failures_.load() : 0;
     j["chunk_inflight_bytes"] = chunks ? chunks->inflight_bytes() : 0;
+    j["statuses_held"] = held ? held->size() : 0;  // waiting for another instance's offer
     return j;
   }
 
@@ -245,7 +246,7 @@ struct service::impl {
       // A status without "rollout" that reaches this instance is attributed to this offer.
       if (!g.version.empty()) devices.on_offer(g.device, g.rollout, g.version, g.at);
       // Reports that waited for this offer go now, on the device's worker.
-      if (held && held->holding(g.device))
+      if (held && held->claim_release(g.device))
         device_work->post(g.device, [this, d = g.device] { devices_handler->release_held(d); });
       ++n;
     }
@@ -422,7 +423,7 @@ struct service::impl {
     while (!stop.load()) {
       if (held) {
         // Reports whose offer never came here: recorded as they are.
-        for (const auto& d : held->due(std::chrono::steady_clock::now()))
+        for (const auto& d : held->claim_due(std::chrono::steady_clock::now()))
           device_work->post(d, [this, d] { devices_handler->release_held(d); });
       }
       if (std::chrono::steady_clock::now() >= next_metrics) {
@@ -446,6 +447,13 @@ struct service::impl {
       std::this_thread::sleep_for(20ms);
     spdlog::info("decision=shutdown stage=drain");
     accepting = false;
+    // Reports waiting for an offer's note get their second (the listener still runs).
+    const auto held_until = std::chrono::steady_clock::now() + 1200ms;
+    while (held && held->size() > 0 && std::chrono::steady_clock::now() < held_until) {
+      for (const auto& d : held->claim_due(std::chrono::steady_clock::now()))
+        device_work->post(d, [this, d] { devices_handler->release_held(d); });
+      std::this_thread::sleep_for(20ms);
+    }
     device_work->stop();  // handles what was received, so its records are drained below
     if (held)
       for (const auto& d : held->devices()) devices_handler->release_held(d);

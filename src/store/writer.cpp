@@ -54,14 +54,20 @@ constexpr const char* kInsertStatus =
     "  version text, state text, progress smallint, error text, at timestamptz) "
     "ORDER BY x.n";
 
-// An incoming 'offered' never replaces a status state; a status state always wins.
+// An incoming 'offered' never replaces a status state; a status state replaces an older one
+// (by status_at: a report may be written after a newer one).
 constexpr const char* kUpsertRolloutDevices =
-    "INSERT INTO rollout_devices AS r (rollout, device, state, offered_at, updated_at) "
-    "SELECT x.rollout, x.device, x.state, x.offered_at, x.updated_at "
+    "INSERT INTO rollout_devices AS r (rollout, device, state, offered_at, updated_at, "
+    "  status_at) "
+    "SELECT x.rollout, x.device, x.state, x.offered_at, x.updated_at, x.status_at "
     "FROM jsonb_to_recordset($1::jsonb) AS x(rollout bigint, device text, state text, "
-    "  offered_at timestamptz, updated_at timestamptz) "
+    "  offered_at timestamptz, updated_at timestamptz, status_at timestamptz) "
     "ON CONFLICT (rollout, device) DO UPDATE SET "
-    "  state = CASE WHEN EXCLUDED.state = 'offered' THEN r.state ELSE EXCLUDED.state END, "
+    "  state = CASE WHEN EXCLUDED.state = 'offered' THEN r.state "
+    "               WHEN r.status_at IS NOT NULL AND EXCLUDED.status_at < r.status_at "
+    "                 THEN r.state "
+    "               ELSE EXCLUDED.state END, "
+    "  status_at = GREATEST(r.status_at, EXCLUDED.status_at), "
     "  offered_at = COALESCE(r.offered_at, EXCLUDED.offered_at), "
     "  updated_at = GREATEST(r.updated_at, EXCLUDED.updated_at)";
 
@@ -95,7 +101,8 @@ struct device_row {
 };
 
 struct rollout_device_row {
-  std::optional<std::string> status_state;  // the latest status state, if any
+  std::optional<std::string> status_state;  // the newest status state, if any
+  time_point status_at;                     // its report's time
   std::optional<time_point> offered_at;     // the earliest offer, if any
   time_point updated_at;
 };
@@ -175,8 +182,9 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
       row.updated_at = std::max(row.updated_at, r.at);
       if (r.state == "offered") {
         if (!row.offered_at) row.offered_at = r.at;
-      } else {
+      } else if (!row.status_state || r.at >= row.status_at) {
         row.status_state = r.state;
+        row.status_at = r.at;
       }
     }
   }
@@ -220,7 +228,8 @@ void write_sets(pqxx::connection& conn, std::vector<record_set>& batch, std::siz
            {"device", key.second},
            {"state", r.status_state.value_or("offered")},
            {"offered_at", r.offered_at ? nlohmann::json(to_rfc3339(*r.offered_at)) : nullptr},
-           {"updated_at", to_rfc3339(r.updated_at)}});
+           {"updated_at", to_rfc3339(r.updated_at)},
+           {"status_at", r.status_state ? nlohmann::json(to_rfc3339(r.status_at)) : nullptr}});
     }
     tx.exec_prepared0("otter_upsert_rollout_devices", detail::dump(rows));
   }

@@ -522,6 +522,45 @@ TEST_F(store_test, writer_rollout_device_offer_never_overwrites_a_status) {
   EXPECT_EQ(row(3, "d")[2].as<std::string>(), "00:08");
 }
 
+// A report written after a newer one (another instance; a report held for its offer) does not
+// take the state back: the newest report by time wins, across batches and within one.
+TEST_F(store_test, writer_rollout_device_state_is_the_newest_reports) {
+  migrate_db();
+  store::writer w(url(), 1000);
+  w.start();
+  auto state = [&](const std::string& dev) {
+    pqxx::connection c{url()};
+    pqxx::work tx{c};
+    return tx
+        .exec_params1("SELECT state FROM rollout_devices WHERE rollout = 4 AND device = $1", dev)[0]
+        .as<std::string>();
+  };
+  store::record_set s;
+  s.rollout_devices.push_back({4, "e", "installing", at(20)});
+  ASSERT_TRUE(w.submit(std::move(s)));
+  ASSERT_TRUE(w.flush(10s));
+  store::record_set late;
+  late.rollout_devices.push_back({4, "e", "downloading", at(19)});
+  ASSERT_TRUE(w.submit(std::move(late)));
+  ASSERT_TRUE(w.flush(10s));
+  EXPECT_EQ(state("e"), "installing");
+  store::record_set newer;
+  newer.rollout_devices.push_back({4, "e", "success", at(21)});
+  ASSERT_TRUE(w.submit(std::move(newer)));
+  ASSERT_TRUE(w.flush(10s));
+  EXPECT_EQ(state("e"), "success");
+
+  store::writer w2(url(), 1000);
+  store::record_set a, b;
+  a.rollout_devices.push_back({4, "f", "failed", at(30)});
+  b.rollout_devices.push_back({4, "f", "downloading", at(29)});
+  ASSERT_TRUE(w2.submit(std::move(a)));
+  ASSERT_TRUE(w2.submit(std::move(b)));
+  w2.start();
+  ASSERT_TRUE(w2.flush(10s));
+  EXPECT_EQ(state("f"), "failed");
+}
+
 TEST_F(store_test, writer_queue_limit_counts_records) {
   migrate_db();
   store::writer w(url(), 10);
@@ -707,6 +746,76 @@ TEST_F(store_test, open_migrates_and_uploads_are_idempotent) {
   auto n = repo->upload_exists(sha(2), nullptr);
   ASSERT_TRUE(n);
   EXPECT_FALSE(*n);
+}
+
+// Instances sharing one data folder: an upload and the collection of the same image take the
+// image's lock, so that the collection never removes the file of an image uploaded again in
+// between (the row would then name a file that is gone).
+TEST_F(store_test, upload_and_its_collection_take_the_images_lock) {
+  auto repo = open_repo();
+  auto other = open_repo();
+  ASSERT_TRUE(repo->add_upload(sha(1), 10, "alice"));
+  pqxx::connection holder{url()};
+  auto hold = std::make_unique<pqxx::work>(holder);
+  hold->exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    "otter-image:" + sha(1));
+
+  std::atomic<bool> uploaded{false};
+  std::atomic<int> ensured{0};
+  std::thread upload([&] {
+    auto r = other->add_upload(sha(1), 10, "bob", [&](const std::string&) -> result<void> {
+      ++ensured;
+      return {};
+    });
+    EXPECT_TRUE(r) << r.error().message;
+    uploaded = true;
+  });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(uploaded.load()) << "the upload went past the image's lock";
+  hold->commit();
+  hold.reset();
+  upload.join();
+  EXPECT_EQ(ensured.load(), 1);
+
+  hold = std::make_unique<pqxx::work>(holder);
+  hold->exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                    "otter-image:" + sha(1));
+  std::atomic<bool> collected{false};
+  std::vector<std::string> removed;
+  std::thread gc([&] {
+    auto r = other->delete_unreferenced_uploads(std::chrono::system_clock::now() + 1h,
+                                                [&](const std::string& s) -> result<void> {
+                                                  removed.push_back(s);
+                                                  return {};
+                                                });
+    EXPECT_TRUE(r);
+    collected = true;
+  });
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(collected.load()) << "the collection went past the image's lock";
+  hold->commit();
+  hold.reset();
+  gc.join();
+  EXPECT_EQ(removed, std::vector<std::string>{sha(1)});
+  EXPECT_EQ(count(url(), "uploads"), 0);
+}
+
+// A file step that fails undoes its row: an upload whose file cannot be made is not recorded,
+// a collection that cannot remove the file keeps the row.
+TEST_F(store_test, a_failed_file_step_undoes_the_uploads_row_change) {
+  auto repo = open_repo();
+  const auto fail = [](const std::string&) -> result<void> {
+    return make_error(errc::internal, "disk full");
+  };
+  auto r = repo->add_upload(sha(2), 10, "alice", fail);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message, "disk full");
+  EXPECT_EQ(count(url(), "uploads"), 0);
+  ASSERT_TRUE(repo->add_upload(sha(3), 10, "alice"));
+  auto gone = repo->delete_unreferenced_uploads(std::chrono::system_clock::now() + 1h, fail);
+  ASSERT_TRUE(gone);
+  EXPECT_TRUE(gone->empty());
+  EXPECT_EQ(count(url(), "uploads"), 1);
 }
 
 TEST_F(store_test, releases_add_get_conflict_and_missing_upload) {

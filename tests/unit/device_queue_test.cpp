@@ -101,5 +101,17 @@ TEST(device_queue, a_posted_task_runs_in_order_with_the_devices_messages) {
   EXPECT_FALSE(q.post("d1", [] {})) << "stopping";
 }
 
+TEST(device_queue, posted_tasks_do_not_count_towards_the_devices_cap) {
+  gate g;
+  device_queue q(1, 1000, g.handler(), 2);
+  q.start();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(q.post("d1", [] {}));
+  EXPECT_EQ(q.submit(from("d1"), "a"), device_queue::admit::queued);
+  EXPECT_EQ(q.submit(from("d1"), "b"), device_queue::admit::queued);
+  EXPECT_EQ(q.submit(from("d1"), "c"), device_queue::admit::device_busy);
+  g.let_through();
+  q.stop();
+}
+
 }  // namespace
 }  // namespace otter::service

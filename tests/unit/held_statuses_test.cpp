@@ -25,9 +25,14 @@ TEST(held_statuses, a_devices_reports_leave_together_in_order) {
   ASSERT_TRUE(h.hold("d2", status("s-9"), at, t0 + 500ms));
   EXPECT_TRUE(h.holding("d1"));
   EXPECT_EQ(h.size(), 3u);
-  EXPECT_TRUE(h.due(t0 + 999ms).empty());
-  // The second report waits no longer than the first.
-  EXPECT_EQ(h.due(t0 + 1000ms), std::vector<std::string>{"d1"});
+  EXPECT_TRUE(h.claim_due(t0 + 999ms).empty());
+  // The second report waits no longer than the first; a release is claimed once.
+  EXPECT_EQ(h.claim_due(t0 + 1000ms), std::vector<std::string>{"d1"});
+  EXPECT_TRUE(h.claim_due(t0 + 1100ms).empty());
+  EXPECT_FALSE(h.claim_release("d1"));
+  EXPECT_TRUE(h.claim_release("d2"));
+  EXPECT_FALSE(h.claim_release("d2"));
+  EXPECT_FALSE(h.claim_release("nobody"));
   auto out = h.take("d1");
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].msg.req, "s-1");
