@@ -126,20 +126,26 @@ TEST(device_registry_rollback, reported_until_recorded_then_once_only) {
   EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0).rolled_back.empty());
 }
 
+// Another instance's note of a check that reported these facts at `at`.
+store::device_note check_note(const std::string& version, const std::string& site,
+                              device_registry::time_point at) {
+  store::device_note n;
+  n.origin = "b";
+  n.device = "dev-1";
+  n.model = "esp32";
+  n.version = version;
+  n.attrs = nlohmann::json{{"site", site}};
+  n.at = at;
+  return n;
+}
+
 // Instances sharing the device topics tell each other what they learned (store::device_note):
 // the attributes a group rollout matches, a success a later check contradicts, a rollback
 // another instance already reported.
 TEST(device_registry_shared, notes_from_another_instance_are_applied) {
   device_registry reg;
   const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
-  store::device_note c;
-  c.origin = "b";
-  c.device = "dev-1";
-  c.model = "esp32";
-  c.version = "1.0.0";
-  c.attrs = nlohmann::json{{"site", "x"}};
-  c.at = t0;
-  reg.apply(c);
+  reg.apply(check_note("1.0.0", "x", t0));
   EXPECT_EQ(reg.model_of("dev-1"), "esp32");
   auto seen = reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 1s);
   EXPECT_EQ(seen.facts.attrs, (protocol::attr_map{{"site", "x"}}))
@@ -171,13 +177,7 @@ TEST(device_registry_shared, an_older_note_changes_nothing) {
   const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
   reg.on_check("dev-1", check("esp32", "1.0.0", protocol::attr_map{{"site", "y"}}), t0);
   reg.on_status("dev-1", 7, success("1.1.0", 7), t0);
-  store::device_note c;
-  c.origin = "b";
-  c.device = "dev-1";
-  c.model = "esp32";
-  c.version = "0.9.0";
-  c.attrs = nlohmann::json{{"site", "x"}};
-  c.at = t0 - 30s;
+  const auto c = check_note("0.9.0", "x", t0 - 30s);
   reg.apply(c);
   store::device_note st = c;
   st.kind = store::device_note::kind_t::status;
