@@ -195,11 +195,6 @@ struct client::impl {
   delivery_listener on_delivered{this};
 
   mutable std::mutex mu;
-  // Held from a change to (or a read of) `subs` until the matching SUBSCRIBE or UNSUBSCRIBE is
-  // queued in Paho, which sends in order: an unsubscribe racing a reconnect's re-subscribe
-  // then reaches the broker after it, not before (the broker would stay subscribed). Taken
-  // before `mu`.
-  std::mutex sub_order_mu;
   std::condition_variable cv;  // any change of the state below
   std::vector<subscription> subs;
   std::shared_ptr<const message_handler> msg_handler;
@@ -278,7 +273,6 @@ struct client::impl {
     std::uint64_t gen = 0;
     bool reconnect = false;
     bool stray = false;
-    std::unique_lock order(sub_order_mu);
     {
       std::lock_guard lock(mu);
       stray = !started;
@@ -316,7 +310,24 @@ struct client::impl {
         ++failed;
       }
     }
-    order.unlock();  // settle() may run the state handler, which may subscribe
+    // An unsubscribe() since the snapshot may have sent its UNSUBSCRIBE before the SUBSCRIBE
+    // above (the broker would then stay subscribed): send it again, after. (No lock across the
+    // two: Paho runs this callback holding its own mutex, which unsubscribe() needs.)
+    std::vector<std::string> dropped;
+    {
+      std::lock_guard lock(mu);
+      for (const auto& s : snapshot)
+        if (std::none_of(subs.begin(), subs.end(),
+                         [&](const auto& now) { return now.filter == s.filter; }))
+          dropped.push_back(s.filter);
+    }
+    for (const auto& f : dropped) {
+      try {
+        cli.unsubscribe(f);
+      } catch (const ::mqtt::exception& e) {
+        spdlog::warn("mqtt {}: cannot unsubscribe from {}: {}", opts.client_id, f, e.what());
+      }
+    }
     for (std::size_t i = 0; i < failed; ++i) settle(gen, true);
     if (snapshot.empty()) settle(gen, false);
     drain();  // what was queued while the connection was down
@@ -521,7 +532,6 @@ result<void> client::subscribe(std::string filter, int qos, std::chrono::millise
   if (qos < 0 || qos > 2) return make_error(errc::bad_request, "qos must be 0, 1 or 2");
   if (filter.empty()) return make_error(errc::bad_request, "empty topic filter");
   bool up = false;
-  std::unique_lock order(s.sub_order_mu);
   {
     std::lock_guard lock(s.mu);
     auto it = std::find_if(s.subs.begin(), s.subs.end(),
@@ -541,7 +551,6 @@ result<void> client::subscribe(std::string filter, int qos, std::chrono::millise
     if (e.get_return_code() == MQTTASYNC_DISCONNECTED) return {};  // lost meanwhile: as above
     return make_error(errc_of(e.get_return_code()), "subscribe to " + filter + ": " + e.what());
   }
-  order.unlock();
   if (timeout.count() <= 0 || tl_callback_depth > 0) return {};
   try {
     if (!tok->wait_for(timeout))
@@ -562,7 +571,6 @@ result<void> client::subscribe(std::string filter, int qos, std::chrono::millise
 result<void> client::unsubscribe(const std::string& filter, std::chrono::milliseconds timeout) {
   auto& s = *impl_;
   bool up = false;
-  std::unique_lock order(s.sub_order_mu);
   {
     std::lock_guard lock(s.mu);
     std::erase_if(s.subs, [&](const auto& sub) { return sub.filter == filter; });
@@ -571,7 +579,6 @@ result<void> client::unsubscribe(const std::string& filter, std::chrono::millise
   if (!up) return {};
   try {
     auto tok = s.cli.unsubscribe(filter);
-    order.unlock();
     if (timeout.count() > 0 && tl_callback_depth == 0 && !tok->wait_for(timeout))
       return make_error(errc::unavailable, "no UNSUBACK for " + filter + " within " +
                                                std::to_string(timeout.count()) + " ms");
