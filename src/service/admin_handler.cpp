@@ -284,7 +284,11 @@ result<nlohmann::json> admin_handler::execute(const std::string& op,
             errc::not_found, "no upload with sha256 " + x.sha256 + "; upload the image first"));
       if (auto sig = check_image_sig(x); !sig)
         return result<nlohmann::json>(std::move(sig).error());
-      return repo.add_release(x, size, op);
+      return repo.add_release(x, size, op, [this](const std::string& sha) -> result<void> {
+        if (d_.images.contains(sha)) return {};
+        return make_error(errc::not_found, "the image file of upload " + sha +
+                                               " is missing; upload the image again");
+      });
     });
   } else if (r.cmd == "release.get") {
     out = then(protocol::parse_release_get(a), [&](const protocol::release_get_args& x) {

@@ -25,13 +25,13 @@ constexpr const char* kInsertUpload =
     "INSERT INTO uploads (sha256, size, uploaded_by) VALUES ($1, $2, $3) "
     "ON CONFLICT (sha256) DO UPDATE SET created_at = now()";
 constexpr const char* kUploadSize = "SELECT size FROM uploads WHERE sha256 = $1";
-// The foreign key from releases also guards a release added meanwhile by another instance:
-// the DELETE then fails and is tried again at the next collection.
+// Candidates; each is checked again under its image's lock (kDeleteUnreferencedUpload).
 constexpr const char* kUnreferencedUploads =
     "SELECT u.sha256 FROM uploads u "
     "WHERE u.created_at < to_timestamp($1::bigint / 1000.0) "
     "  AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.sha256 = u.sha256)";
-// Checked again under the image's lock: it may have been uploaded again meanwhile.
+// Checked again under the image's lock: it may have been uploaded again, or a release added
+// (release.add takes the lock too), meanwhile.
 constexpr const char* kDeleteUnreferencedUpload =
     "DELETE FROM uploads u "
     "WHERE u.sha256 = $1 AND u.created_at < to_timestamp($2::bigint / 1000.0) "
@@ -145,9 +145,12 @@ constexpr const char* kCatalogRollouts =
     "SELECT id, name, release_id, target::text, state, allow_downgrade FROM rollouts "
     "WHERE state <> 'cancelled' ORDER BY id";
 constexpr const char* kAllDevices =
-    "SELECT id, model, version, attrs::text FROM devices ORDER BY seq";
+    "SELECT id, model, version, attrs::text, (extract(epoch FROM last_seen) * 1000)::bigint "
+    "FROM devices ORDER BY seq";
 constexpr const char* kAllRolloutDevices =
-    "SELECT rd.device, rd.rollout, rel.version, rd.state FROM rollout_devices rd "
+    "SELECT rd.device, rd.rollout, rel.version, rd.state, "
+    "  (extract(epoch FROM COALESCE(rd.status_at, rd.updated_at)) * 1000)::bigint "
+    "FROM rollout_devices rd "
     "JOIN rollouts r ON r.id = rd.rollout JOIN releases rel ON rel.id = r.release_id "
     "ORDER BY rd.device, rd.rollout";
 
@@ -375,18 +378,26 @@ result<std::vector<std::string>> repository::delete_unreferenced_uploads(
     }
     std::vector<std::string> out;
     for (const auto& sha : candidates) {
-      pqxx::work tx{c};
-      tx.exec_params(kLockImage, "otter-image:" + sha);
-      if (tx.exec_params(kDeleteUnreferencedUpload, sha, cutoff_ms).empty()) continue;
-      if (remove_file) {
-        if (auto r = remove_file(sha); !r) {
-          spdlog::warn("decision=upload_gc_file_kept sha256={} reason=\"{}\"", sha,
-                       r.error().message);
-          continue;  // rolled back: the row stays with its file
+      try {
+        pqxx::work tx{c};
+        tx.exec_params(kLockImage, "otter-image:" + sha);
+        if (tx.exec_params(kDeleteUnreferencedUpload, sha, cutoff_ms).empty()) continue;
+        if (remove_file) {
+          if (auto r = remove_file(sha); !r) {
+            spdlog::warn("decision=upload_gc_file_kept sha256={} reason=\"{}\"", sha,
+                         r.error().message);
+            continue;  // rolled back: the row stays with its file
+          }
         }
+        tx.commit();
+        out.push_back(sha);
+      } catch (const pqxx::broken_connection&) {
+        throw;  // the whole round waits for the next one
+      } catch (const pqxx::sql_error& e) {
+        // This image only (e.g. refused by a foreign key): the others go on.
+        spdlog::warn("decision=upload_gc_row_kept sha256={} reason=\"{}\"", sha,
+                     detail::first_line(e.what()));
       }
-      tx.commit();
-      out.push_back(sha);
     }
     return out;
   });
@@ -394,12 +405,17 @@ result<std::vector<std::string>> repository::delete_unreferenced_uploads(
 
 result<nlohmann::json> repository::add_release(const protocol::release_add_args& a,
                                                std::uint64_t /*size: the upload's is used*/,
-                                               const std::string& actor) {
+                                               const std::string& actor,
+                                               const file_step& check_file) {
   const auto key = a.version.value.canonical();
   const std::optional<std::string> min_version =
       a.min_version ? std::optional<std::string>{a.min_version->text} : std::nullopt;
   return with_connection([&](pqxx::connection& c) -> result<nlohmann::json> {
     pqxx::work tx{c};
+    // Under the image's lock its file is where the row says (a collection removes both).
+    tx.exec_params(kLockImage, "otter-image:" + a.sha256);
+    if (check_file)
+      if (auto r = check_file(a.sha256); !r) return r.error();
     const auto rows = tx.exec_params(kInsertRelease, a.model, a.version.text, key, a.sha256,
                                      min_version, a.notes, a.image_sig, actor);
     if (rows.empty()) {
@@ -660,14 +676,18 @@ std::vector<device_state> repository::load_devices() {
       d.model = r[1].as<std::string>();
       d.version = r[2].as<std::string>();
       d.attrs = detail::parse_json(r[3]);
+      d.seen =
+          std::chrono::system_clock::time_point(std::chrono::milliseconds(r[4].as<std::int64_t>()));
       index.emplace(d.id, out.size());
       out.push_back(std::move(d));
     }
     for (const auto& r : tx.exec(kAllRolloutDevices)) {
       const auto it = index.find(r[0].as<std::string>());
       if (it == index.end()) continue;  // a rollout row for a device never recorded
-      out[it->second].rollouts.push_back(
-          {r[1].as<std::int64_t>(), r[2].as<std::string>(), r[3].as<std::string>()});
+      out[it->second].rollouts.push_back({r[1].as<std::int64_t>(), r[2].as<std::string>(),
+                                          r[3].as<std::string>(),
+                                          std::chrono::system_clock::time_point(
+                                              std::chrono::milliseconds(r[4].as<std::int64_t>()))});
     }
     return out;
   });

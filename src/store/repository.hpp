@@ -46,10 +46,12 @@ struct device_state {
   std::string model;
   std::string version;
   nlohmann::json attrs = nlohmann::json::object();
+  std::chrono::system_clock::time_point seen{};  // last_seen: the facts are at least as old
   struct rollout_entry {
     std::int64_t rollout = 0;
-    std::string version;  // the rollout's release version text
-    std::string state;    // offered or a status state
+    std::string version;                         // the rollout's release version text
+    std::string state;                           // offered or a status state
+    std::chrono::system_clock::time_point at{};  // of the state (its report, else the row)
   };
   std::vector<rollout_entry> rollouts;
 };
@@ -76,9 +78,9 @@ class repository {
   // Errors: unavailable (PostgreSQL unreachable; the connection is retried next call),
   // not_found, conflict, bad_request, internal.
   //
-  // Uploads and their garbage collection hold a lock per image across instances (a
-  // transaction-scoped advisory lock on the sha256): instances sharing one data folder never
-  // interleave storing an image and deleting it.
+  // Uploads, release.add and the uploads' garbage collection hold a lock per image across
+  // instances (a transaction-scoped advisory lock on the sha256): instances sharing one data
+  // folder never interleave storing an image, naming it in a release and deleting it.
   //
   // Idempotent: {sha256, size}. `ensure_file` runs under the lock, before the commit: it
   // makes sure the image file is there (a collection may have removed it just before).
@@ -92,8 +94,9 @@ class repository {
   result<std::vector<std::string>> delete_unreferenced_uploads(
       std::chrono::system_clock::time_point cutoff, const file_step& remove_file = {});
   // conflict if (model, canonical version) exists; not_found if the upload is unknown.
+  // `check_file` (optional) runs under the image's lock: the image file must be there.
   result<nlohmann::json> add_release(const protocol::release_add_args& a, std::uint64_t size,
-                                     const std::string& actor);
+                                     const std::string& actor, const file_step& check_file = {});
   result<nlohmann::json> get_release(const std::string& model, const protocol::semver& version);
   result<page> list_releases(const protocol::release_list_args& a);
 
