@@ -137,6 +137,12 @@ void device_handler::on_check(const std::string& device, const nlohmann::json& o
   const auto now = d_.time.now();
   const auto iat = unix_seconds(now);
   auto seen = d_.devices.on_check(device, m, now);
+  // However this check ends, the registry hears that its records were queued or refused.
+  struct check_done_guard {
+    device_registry& reg;
+    const std::string& id;
+    ~check_done_guard() { reg.check_done(id); }
+  } done{d_.devices, device};
   auto catalog = d_.catalog.current();
   auto decision = rollout::select(*catalog, seen.facts);
 

@@ -22,9 +22,10 @@ device_registry::entry& device_registry::fill_locked(const store::device_state& 
   e.model = d.model;
   e.version_text = d.version;
   e.attrs = attrs_of(d.attrs);
+  e.facts_at = d.seen;
   for (const auto& r : d.rollouts)
     e.links.push_back(
-        link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, {}});
+        link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, r.at});
   return e;
 }
 
@@ -52,18 +53,23 @@ void device_registry::refresh(const std::vector<store::device_state>& devices, s
         continue;
       }
       entry& e = it->second;
-      const bool mine_newer = e.touched > mark;
+      // A check handled here whose records are not queued yet is not in what was read.
+      const bool mine_newer = e.touched > mark || e.checks_in_flight > 0;
       if (!mine_newer) {
         e.model = d.model;
         e.version_text = d.version;
         e.attrs = attrs_of(d.attrs);
+        e.facts_at = d.seen;
       }
       for (const auto& r : d.rollouts) {
         if (link* l = find_link(e, r.rollout)) {
-          if (!mine_newer) l->state = r.state;
+          if (!mine_newer) {
+            l->state = r.state;
+            l->at = r.at;
+          }
         } else {
           e.links.push_back(
-              link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, {}});
+              link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, r.at});
         }
       }
     }
@@ -90,6 +96,7 @@ device_registry::check_result device_registry::on_check(const std::string& id,
   out.changed = changed || inserted;
   e.facts_at = now;
   e.touched = ++seq_;
+  ++e.checks_in_flight;
   // A new device has no recorded_seen yet.
   out.record_device = e.unrecorded_change || e.recorded_seen == time_point{} ||
                       now - e.recorded_seen >= kSeenResolution || now < e.recorded_seen;
@@ -101,6 +108,14 @@ device_registry::check_result device_registry::on_check(const std::string& id,
       out.rolled_back.push_back({l.rollout, l.version_text});
   out.facts = rollout::device_facts{id, m.model, m.version, e.attrs};
   return out;
+}
+
+void device_registry::check_done(const std::string& id) {
+  std::lock_guard lock(mu_);
+  if (auto it = devices_.find(id); it != devices_.end()) {
+    if (it->second.checks_in_flight > 0) --it->second.checks_in_flight;
+    it->second.touched = ++seq_;  // queued now: after any mark a refresh took meanwhile
+  }
 }
 
 void device_registry::device_recorded(const std::string& id, time_point seen) {

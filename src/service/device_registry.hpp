@@ -52,6 +52,8 @@ class device_registry {
   // Records the device's model, version and (when sent) attributes; attributes not sent are
   // taken from what was stored.
   check_result on_check(const std::string& id, const protocol::check_msg& m, time_point now);
+  // The check's records were queued, or refused: call once after every on_check().
+  void check_done(const std::string& id);
   // The devices row of this check was queued for writing (see record_device).
   void device_recorded(const std::string& id, time_point seen);
   // The rolled_back reports a check derived were queued for writing.
@@ -94,6 +96,7 @@ class device_registry {
     bool unrecorded_change = false;  // model, version or attrs changed since that row
     time_point facts_at{};           // when model, version and attrs were last reported
     std::uint64_t touched = 0;       // seq_ of the last change made here (see mark())
+    int checks_in_flight = 0;        // on_check() without check_done() yet
   };
   link* find_link(entry& e, std::int64_t rollout);
   entry& fill_locked(const store::device_state& d);  // a new entry from the stored state

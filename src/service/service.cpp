@@ -99,6 +99,13 @@ struct service::impl {
   std::unique_ptr<http::server> http_server;
   std::atomic<bool> accepting{false};
   std::atomic<std::chrono::steady_clock::time_point> last_message{};
+  // Shared device topics: the registry is read back off the listener thread (a flush and a
+  // read of the whole fleet would hold back the notes and grants behind them).
+  std::mutex refresh_mu;
+  std::condition_variable refresh_cv;
+  bool refresh_wanted = false;
+  bool refresher_stopping = false;
+  std::thread refresher;
 
   impl(config::settings s, crypto::ec_key k)
       : cfg(std::move(s)),
@@ -107,6 +114,35 @@ struct service::impl {
         repo(cfg.db_url),
         catalog_repo(cfg.db_url),
         images(cfg.data_dir) {}
+  ~impl() { stop_refresher(); }
+
+  void want_refresh() {
+    std::lock_guard lock(refresh_mu);
+    refresh_wanted = true;
+    refresh_cv.notify_all();
+  }
+  void run_refresher() {
+    std::unique_lock lock(refresh_mu);
+    for (;;) {
+      refresh_cv.wait(lock, [&] { return refresh_wanted || refresher_stopping; });
+      if (refresher_stopping) return;
+      refresh_wanted = false;
+      lock.unlock();
+      const bool done = refresh_devices();
+      lock.lock();
+      // Not done (records not written, database away): again in 5 s, or at the next connect.
+      if (!done && !refresh_cv.wait_for(lock, 5s, [&] { return refresher_stopping; }))
+        refresh_wanted = true;
+    }
+  }
+  void stop_refresher() {
+    {
+      std::lock_guard lock(refresh_mu);
+      refresher_stopping = true;
+    }
+    refresh_cv.notify_all();
+    if (refresher.joinable()) refresher.join();
+  }
 
   bool reload_catalog() {
     std::lock_guard lock(reload_mu);
@@ -255,18 +291,20 @@ struct service::impl {
 
   // The device notes other instances sent while the listener was away were missed: what they
   // recorded meanwhile is read back.
-  void refresh_devices() {
+  bool refresh_devices() {
     try {
       const auto mark = devices.mark();
       if (!writer->flush(std::chrono::seconds(5))) {
         spdlog::warn("decision=devices_not_refreshed reason=\"records not written within 5 s\"");
-        return;
+        return false;
       }
       const auto stored = repo.load_devices();
       devices.refresh(stored, mark);
       spdlog::info("decision=devices_refreshed devices={}", stored.size());
+      return true;
     } catch (const std::exception& e) {
       spdlog::warn("decision=devices_not_refreshed reason=\"{}\"", e.what());
+      return false;
     }
   }
 
@@ -380,8 +418,9 @@ struct service::impl {
       lh.on_devices = [this](const std::string& payload) { on_device_notes(payload); };
       lh.on_connect = [this, validity = cs.offer_validity] {
         restore_chunk_grants(validity);
-        refresh_devices();
+        want_refresh();
       };
+      refresher = std::thread([this] { run_refresher(); });
     }
     listener = std::make_unique<store::listener>(cfg.db_url, std::move(lh));
     listener->start();
@@ -460,6 +499,7 @@ struct service::impl {
     if (http_server) http_server->stop();
     chunks->stop();
     admin->stop();
+    stop_refresher();  // it flushes the writer
     const auto left = writer->stop(30s);
     if (left > 0)
       spdlog::error("decision=shutdown records_unwritten={} reason=\"database unavailable\"", left);

@@ -201,36 +201,58 @@ TEST(device_registry_shared, a_check_that_changes_nothing_is_not_announced) {
 }
 
 // After the listener (re)connects, what other instances recorded meanwhile is read back: the
-// stored state wins for devices this instance did not touch since the mark (its own changes
-// were written before the read), local facts win for the others, which only gain links.
+// stored state (with its times) wins for devices this instance did not touch since the mark
+// (its own changes were written before the read); local facts win for the others, and for a
+// device whose check is not queued yet; they only gain links.
 TEST(device_registry_shared, a_refresh_takes_stored_states_except_for_devices_changed_since) {
   device_registry reg;
   const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
-  reg.on_check("dev-1", check("esp32", "1.0.0", protocol::attr_map{{"site", "mine"}}), t0);
+  // As the handler does: on_check, then check_done once the records are queued.
+  const auto checks_in = [&](const std::string& id, const std::string& site,
+                             device_registry::time_point at) {
+    reg.on_check(id, check("esp32", "1.0.0", protocol::attr_map{{"site", site}}), at);
+    reg.check_done(id);
+  };
+  checks_in("dev-1", "mine", t0);
   reg.on_offer("dev-1", 7, "1.1.0", t0);
-  reg.on_check("dev-3", check("esp32", "1.0.0", protocol::attr_map{{"site", "mine"}}), t0);
+  checks_in("dev-3", "mine", t0);
+  reg.on_check("dev-4", check("esp32", "1.0.0", protocol::attr_map{{"site", "in-flight"}}), t0);
   const auto mark = reg.mark();
-  reg.on_check("dev-3", check("esp32", "1.0.0", protocol::attr_map{{"site", "later"}}), t0 + 1s);
-  const auto stored = [](const std::string& id) {
+  checks_in("dev-3", "later", t0 + 1s);
+  const auto stored = [&](const std::string& id) {
     store::device_state s;
     s.id = id;
     s.model = "esp32";
     s.version = "1.0.0";
     s.attrs = {{"site", "stored"}};
-    s.rollouts = {{7, "1.1.0", "success"}, {8, "1.2.0", "offered"}};
+    s.seen = t0 + 5s;
+    s.rollouts = {{7, "1.1.0", "success", t0 + 5s}, {8, "1.2.0", "offered", t0}};
     return s;
   };
-  reg.refresh({stored("dev-1"), stored("dev-2"), stored("dev-3")}, mark);
+  reg.refresh({stored("dev-1"), stored("dev-2"), stored("dev-3"), stored("dev-4")}, mark);
+  reg.check_done("dev-4");
 
-  auto one = reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 2s);
+  // The stored success came with its time: an older note does not take it back.
+  store::device_note older;
+  older.origin = "b";
+  older.device = "dev-1";
+  older.kind = store::device_note::kind_t::status;
+  older.version = "1.1.0";
+  older.rollout = 7;
+  older.state = "downloading";
+  older.at = t0 + 4s;
+  reg.apply(older);
+  auto one = reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 6s);
   EXPECT_EQ(one.facts.attrs, (protocol::attr_map{{"site", "stored"}}));
   EXPECT_EQ(one.rolled_back.size(), 1u) << "the stored success of rollout 7 was taken";
   EXPECT_TRUE(reg.was_offered("dev-1", 8));
-  EXPECT_EQ(reg.on_check("dev-2", check("esp32", "1.0.0"), t0 + 2s).facts.attrs,
+  EXPECT_EQ(reg.on_check("dev-2", check("esp32", "1.0.0"), t0 + 6s).facts.attrs,
             (protocol::attr_map{{"site", "stored"}}));
-  auto three = reg.on_check("dev-3", check("esp32", "1.0.0"), t0 + 2s);
+  auto three = reg.on_check("dev-3", check("esp32", "1.0.0"), t0 + 6s);
   EXPECT_EQ(three.facts.attrs, (protocol::attr_map{{"site", "later"}}));
   EXPECT_TRUE(reg.was_offered("dev-3", 7));
+  EXPECT_EQ(reg.on_check("dev-4", check("esp32", "1.0.0"), t0 + 6s).facts.attrs,
+            (protocol::attr_map{{"site", "in-flight"}}));
 }
 
 }  // namespace
