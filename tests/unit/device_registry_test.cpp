@@ -139,6 +139,19 @@ store::device_note check_note(const std::string& version, const std::string& sit
   return n;
 }
 
+// Another instance's note of a report of `state` for rollout 7's release 1.1.0 at `at`.
+store::device_note status_note(const std::string& state, device_registry::time_point at) {
+  store::device_note n;
+  n.origin = "b";
+  n.device = "dev-1";
+  n.kind = store::device_note::kind_t::status;
+  n.version = "1.1.0";
+  n.rollout = 7;
+  n.state = state;
+  n.at = at;
+  return n;
+}
+
 // Instances sharing the device topics tell each other what they learned (store::device_note):
 // the attributes a group rollout matches, a success a later check contradicts, a rollback
 // another instance already reported.
@@ -154,19 +167,9 @@ TEST(device_registry_shared, notes_from_another_instance_are_applied) {
 
   // A success reported to the other instance: a check with the older version here derives
   // the rollback; once the other instance reported a rollback, it is not derived again.
-  store::device_note st;
-  st.origin = "b";
-  st.device = "dev-1";
-  st.kind = store::device_note::kind_t::status;
-  st.version = "1.1.0";
-  st.rollout = 7;
-  st.state = "success";
-  st.at = t0 + 2s;
-  reg.apply(st);
+  reg.apply(status_note("success", t0 + 2s));
   ASSERT_EQ(reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 3s).rolled_back.size(), 1u);
-  st.state = "rolled_back";
-  st.at = t0 + 3s;
-  reg.apply(st);
+  reg.apply(status_note("rolled_back", t0 + 3s));
   EXPECT_TRUE(reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 4s).rolled_back.empty());
   EXPECT_TRUE(reg.was_offered("dev-1", 7));
 }
@@ -177,14 +180,8 @@ TEST(device_registry_shared, an_older_note_changes_nothing) {
   const auto t0 = std::chrono::system_clock::from_time_t(1'800'000'000);
   reg.on_check("dev-1", check("esp32", "1.0.0", protocol::attr_map{{"site", "y"}}), t0);
   reg.on_status("dev-1", 7, success("1.1.0", 7), t0);
-  const auto c = check_note("0.9.0", "x", t0 - 30s);
-  reg.apply(c);
-  store::device_note st = c;
-  st.kind = store::device_note::kind_t::status;
-  st.version = "1.1.0";
-  st.rollout = 7;
-  st.state = "downloading";
-  reg.apply(st);
+  reg.apply(check_note("0.9.0", "x", t0 - 30s));
+  reg.apply(status_note("downloading", t0 - 30s));
   auto seen = reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 1s);
   EXPECT_EQ(seen.facts.attrs, (protocol::attr_map{{"site", "y"}}));
   EXPECT_EQ(seen.rolled_back.size(), 1u) << "the success stays: the downloading note is older";
@@ -233,15 +230,7 @@ TEST(device_registry_shared, a_refresh_takes_stored_states_except_for_devices_ch
   reg.check_done("dev-4");
 
   // The stored success came with its time: an older note does not take it back.
-  store::device_note older;
-  older.origin = "b";
-  older.device = "dev-1";
-  older.kind = store::device_note::kind_t::status;
-  older.version = "1.1.0";
-  older.rollout = 7;
-  older.state = "downloading";
-  older.at = t0 + 4s;
-  reg.apply(older);
+  reg.apply(status_note("downloading", t0 + 4s));
   auto one = reg.on_check("dev-1", check("esp32", "1.0.0"), t0 + 6s);
   EXPECT_EQ(one.facts.attrs, (protocol::attr_map{{"site", "stored"}}));
   EXPECT_EQ(one.rolled_back.size(), 1u) << "the stored success of rollout 7 was taken";
