@@ -281,12 +281,20 @@ struct service::impl {
       chunks->authorize(g.device, g.sha256, g.size, g.rollout, g.at);
       // A status without "rollout" that reaches this instance is attributed to this offer.
       if (!g.version.empty()) devices.on_offer(g.device, g.rollout, g.version, g.at);
-      // Reports that waited for this offer go now, on the device's worker.
-      if (held && held->claim_release(g.device))
-        device_work->post(g.device, [this, d = g.device] { devices_handler->release_held(d); });
+      // Reports that waited for this offer go now.
+      if (held && held->claim_release(g.device)) post_release(g.device);
       ++n;
     }
     if (n) spdlog::debug("decision=chunk_grants_shared grants={}", n);
+  }
+
+  // Held reports are recorded on the device's worker, in order with its messages.
+  void post_release(const std::string& device) {
+    device_work->post(device, [this, device] { devices_handler->release_held(device); });
+  }
+  // Reports whose offer never came here: recorded as they are.
+  void post_due_releases() {
+    for (const auto& d : held->claim_due(std::chrono::steady_clock::now())) post_release(d);
   }
 
   // The device notes other instances sent while the listener was away were missed: what they
@@ -460,11 +468,7 @@ struct service::impl {
 
     auto next_metrics = std::chrono::steady_clock::now();
     while (!stop.load()) {
-      if (held) {
-        // Reports whose offer never came here: recorded as they are.
-        for (const auto& d : held->claim_due(std::chrono::steady_clock::now()))
-          device_work->post(d, [this, d] { devices_handler->release_held(d); });
-      }
+      if (held) post_due_releases();
       if (std::chrono::steady_clock::now() >= next_metrics) {
         if (client->connected()) out->publish(topics.metrics(), metrics_json().dump(), 1, true);
         next_metrics += 5s;
@@ -489,8 +493,7 @@ struct service::impl {
     // Reports waiting for an offer's note get their second (the listener still runs).
     const auto held_until = std::chrono::steady_clock::now() + 1200ms;
     while (held && held->size() > 0 && std::chrono::steady_clock::now() < held_until) {
-      for (const auto& d : held->claim_due(std::chrono::steady_clock::now()))
-        device_work->post(d, [this, d] { devices_handler->release_held(d); });
+      post_due_releases();
       std::this_thread::sleep_for(20ms);
     }
     device_work->stop();  // handles what was received, so its records are drained below
