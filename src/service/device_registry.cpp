@@ -16,6 +16,11 @@ protocol::attr_map attrs_of(const nlohmann::json& stored) {
 
 }  // namespace
 
+device_registry::link device_registry::stored_link_locked(
+    const store::device_state::rollout_entry& r) {
+  return link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, r.at};
+}
+
 device_registry::entry& device_registry::fill_locked(const store::device_state& d) {
   entry& e = devices_[d.id];
   e = entry{};
@@ -23,9 +28,7 @@ device_registry::entry& device_registry::fill_locked(const store::device_state& 
   e.version_text = d.version;
   e.attrs = attrs_of(d.attrs);
   e.facts_at = d.seen;
-  for (const auto& r : d.rollouts)
-    e.links.push_back(
-        link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, r.at});
+  for (const auto& r : d.rollouts) e.links.push_back(stored_link_locked(r));
   return e;
 }
 
@@ -68,8 +71,7 @@ void device_registry::refresh(const std::vector<store::device_state>& devices, s
             l->at = r.at;
           }
         } else {
-          e.links.push_back(
-              link{r.rollout, r.version, protocol::parse_semver(r.version), r.state, ++seq_, r.at});
+          e.links.push_back(stored_link_locked(r));
         }
       }
     }
@@ -95,8 +97,7 @@ device_registry::check_result device_registry::on_check(const std::string& id,
   if (changed) e.unrecorded_change = true;
   out.changed = changed || inserted;
   e.facts_at = now;
-  e.touched = ++seq_;
-  ++e.checks_in_flight;
+  ++e.checks_in_flight;  // check_done() then marks the entry touched
   // A new device has no recorded_seen yet.
   out.record_device = e.unrecorded_change || e.recorded_seen == time_point{} ||
                       now - e.recorded_seen >= kSeenResolution || now < e.recorded_seen;

@@ -100,6 +100,7 @@ class device_registry {
   };
   link* find_link(entry& e, std::int64_t rollout);
   entry& fill_locked(const store::device_state& d);  // a new entry from the stored state
+  link stored_link_locked(const store::device_state::rollout_entry& r);
   void set_state_locked(entry& e, std::optional<std::int64_t> rollout, const std::string& state,
                         const std::string& version_text,
                         const std::optional<protocol::semver>& version, time_point at);
