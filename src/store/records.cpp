@@ -110,6 +110,9 @@ std::vector<std::string> pack_notifications(const std::vector<std::string>& item
 std::int64_t unix_ms(time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
 }
+time_point from_unix_ms(std::int64_t ms) {
+  return time_point(std::chrono::milliseconds(ms));
+}
 
 }  // namespace
 
@@ -147,7 +150,7 @@ std::vector<grant_record> parse_grant_notification(std::string_view payload) {
     g.sha256 = s->get<std::string>();
     g.size = n->get<std::uint64_t>();
     g.rollout = r->get<std::int64_t>();
-    g.at = time_point(std::chrono::milliseconds(t->get<std::int64_t>()));
+    g.at = from_unix_ms(t->get<std::int64_t>());
     if (const auto v = it.find("v"); v != it.end() && v->is_string())
       g.version = v->get<std::string>();
     out.push_back(std::move(g));
@@ -200,7 +203,7 @@ std::vector<device_note> parse_device_notification(std::string_view payload) {
     n.origin = *o;
     n.device = *d;
     n.version = *v;
-    n.at = time_point(std::chrono::milliseconds(t->get<std::int64_t>()));
+    n.at = from_unix_ms(t->get<std::int64_t>());
     if (*k == "check") {
       const auto* m = text(it, "m");
       if (!m) continue;

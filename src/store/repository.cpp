@@ -39,6 +39,9 @@ constexpr const char* kDeleteUnreferencedUpload =
     "RETURNING u.sha256";
 // One lock per image, across instances, until the transaction ends.
 constexpr const char* kLockImage = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
+void lock_image(pqxx::work& tx, const std::string& sha256) {
+  tx.exec_params(kLockImage, "otter-image:" + sha256);
+}
 
 // ---- releases
 // The size comes from the upload, the one place that measured the image.
@@ -145,11 +148,11 @@ constexpr const char* kCatalogRollouts =
     "SELECT id, name, release_id, target::text, state, allow_downgrade FROM rollouts "
     "WHERE state <> 'cancelled' ORDER BY id";
 constexpr const char* kAllDevices =
-    "SELECT id, model, version, attrs::text, (extract(epoch FROM last_seen) * 1000)::bigint "
+    "SELECT id, model, version, attrs::text, floor(extract(epoch FROM last_seen) * 1000)::bigint "
     "FROM devices ORDER BY seq";
 constexpr const char* kAllRolloutDevices =
     "SELECT rd.device, rd.rollout, rel.version, rd.state, "
-    "  (extract(epoch FROM COALESCE(rd.status_at, rd.updated_at)) * 1000)::bigint "
+    "  floor(extract(epoch FROM COALESCE(rd.status_at, rd.updated_at)) * 1000)::bigint "
     "FROM rollout_devices rd "
     "JOIN rollouts r ON r.id = rd.rollout JOIN releases rel ON rel.id = r.release_id "
     "ORDER BY rd.device, rd.rollout";
@@ -345,7 +348,7 @@ result<nlohmann::json> repository::add_upload(const std::string& sha256, std::ui
                                               const file_step& ensure_file) {
   return with_connection([&](pqxx::connection& c) -> result<nlohmann::json> {
     pqxx::work tx{c};
-    tx.exec_params(kLockImage, "otter-image:" + sha256);
+    lock_image(tx, sha256);
     tx.exec_params0(kInsertUpload, sha256, static_cast<std::int64_t>(size), actor);
     const auto stored = tx.exec_params1(kUploadSize, sha256)[0].as<std::int64_t>();
     if (ensure_file)
@@ -380,7 +383,7 @@ result<std::vector<std::string>> repository::delete_unreferenced_uploads(
     for (const auto& sha : candidates) {
       try {
         pqxx::work tx{c};
-        tx.exec_params(kLockImage, "otter-image:" + sha);
+        lock_image(tx, sha);
         if (tx.exec_params(kDeleteUnreferencedUpload, sha, cutoff_ms).empty()) continue;
         if (remove_file) {
           if (auto r = remove_file(sha); !r) {
@@ -413,7 +416,7 @@ result<nlohmann::json> repository::add_release(const protocol::release_add_args&
   return with_connection([&](pqxx::connection& c) -> result<nlohmann::json> {
     pqxx::work tx{c};
     // Under the image's lock its file is where the row says (a collection removes both).
-    tx.exec_params(kLockImage, "otter-image:" + a.sha256);
+    lock_image(tx, a.sha256);
     if (check_file)
       if (auto r = check_file(a.sha256); !r) return r.error();
     const auto rows = tx.exec_params(kInsertRelease, a.model, a.version.text, key, a.sha256,
@@ -676,8 +679,7 @@ std::vector<device_state> repository::load_devices() {
       d.model = r[1].as<std::string>();
       d.version = r[2].as<std::string>();
       d.attrs = detail::parse_json(r[3]);
-      d.seen =
-          std::chrono::system_clock::time_point(std::chrono::milliseconds(r[4].as<std::int64_t>()));
+      d.seen = detail::from_epoch_ms(r[4].as<std::int64_t>());
       index.emplace(d.id, out.size());
       out.push_back(std::move(d));
     }
@@ -686,8 +688,7 @@ std::vector<device_state> repository::load_devices() {
       if (it == index.end()) continue;  // a rollout row for a device never recorded
       out[it->second].rollouts.push_back({r[1].as<std::int64_t>(), r[2].as<std::string>(),
                                           r[3].as<std::string>(),
-                                          std::chrono::system_clock::time_point(
-                                              std::chrono::milliseconds(r[4].as<std::int64_t>()))});
+                                          detail::from_epoch_ms(r[4].as<std::int64_t>())});
     }
     return out;
   });
@@ -706,8 +707,7 @@ std::vector<recent_offer> repository::load_recent_offers(
       o.sha256 = r[1].as<std::string>();
       o.size = static_cast<std::uint64_t>(r[2].as<std::int64_t>());
       o.rollout = r[3].as<std::int64_t>();
-      o.at =
-          std::chrono::system_clock::time_point(std::chrono::milliseconds(r[4].as<std::int64_t>()));
+      o.at = detail::from_epoch_ms(r[4].as<std::int64_t>());
       out.push_back(std::move(o));
     }
     return out;
