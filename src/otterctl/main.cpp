@@ -370,13 +370,15 @@ class session {
     return answer;
   }
 
-  // A command's result; a refusal ends the program with status 1.
-  json request(const std::string& cmd, const json& args) {
+  // A command's whole answer ({"ok": ...}), a refusal included.
+  json ask(const std::string& cmd, const json& args) {
     const auto id = next_id();
     const json req = {{"id", id}, {"cmd", cmd}, {"args", args}};
-    json answer = exchange(topics_.admin_request(cs_.op), req.dump(), id);
-    return result_of(answer);
+    return exchange(topics_.admin_request(cs_.op), req.dump(), id);
   }
+
+  // A command's result; a refusal ends the program with status 1.
+  json request(const std::string& cmd, const json& args) { return result_of(ask(cmd, args)); }
 
   json result_of(const json& answer) {
     if (answer.value("ok", false)) return answer.contains("result") ? answer["result"] : json();
@@ -629,17 +631,12 @@ int cmd_upload(const invocation& inv, session& s) {
   auto file = read_and_hash(inv.args.positional[0], progress);
   const auto sha = otter::crypto::to_hex(file.digest);
   s.connect();
-  {
-    const auto gid = s.next_id();
-    const json get = {
-        {"id", gid}, {"cmd", "release.get"}, {"args", {{"model", model}, {"version", version}}}};
-    const json found = s.exchange(s.topics().admin_request(s.settings().op), get.dump(), gid);
-    if (found.value("ok", false))
-      fail(kRefused,
-           "upload refused before sending the image: conflict: release " + model + " " +
-               field(found["result"], "version") + " exists already",
-           "choose another version (otterctl releases --model " + model + " lists them)");
-  }
+  if (const json found = s.ask("release.get", {{"model", model}, {"version", version}});
+      found.value("ok", false))
+    fail(kRefused,
+         "upload refused before sending the image: conflict: release " + model + " " +
+             field(found["result"], "version") + " exists already",
+         "choose another version (otterctl releases --model " + model + " lists them)");
   const auto id = "up-" + otter::crypto::to_hex(otter::crypto::random_bytes(8));
   // MQTT carries the image as one message: there is no byte progress to show while sending.
   if (progress) std::cerr << "sending  " << human_size(file.bytes.size()) << "..." << std::flush;
