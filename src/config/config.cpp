@@ -588,6 +588,20 @@ const std::vector<option_spec>& specs() {
          return parse_duration(v, 60, 30 * 86400, s.upload_gc);
        },
        [](const settings& s) { return std::to_string(s.upload_gc.count()) + "s"; }},
+      {"OTTER_EVENT_RETENTION", "event-retention", "DURATION", "30d",
+       "events older than this are deleted, operators' command and upload events excepted "
+       "(1d..3650d, at least OTTER_MANIFEST_TTL); 0 keeps every event",
+       false, false,
+       [](settings& s, const std::string& v) {
+         if (auto problem = parse_duration(v, 0, 3650ull * 86400, s.event_retention))
+           return problem;
+         if (s.event_retention.count() != 0 && s.event_retention < std::chrono::days{1})
+           return std::optional<std::string>(quote(v) +
+                                             " is too short; expected 1d..3650d, or 0 to keep "
+                                             "every event");
+         return std::optional<std::string>();
+       },
+       [](const settings& s) { return std::to_string(s.event_retention.count()) + "s"; }},
       {"OTTER_EVENTS", "events", "KINDS", "all",
        "event kinds published on R/events/<kind>: all, none, or a list such as status,command "
        "(every event is recorded in PostgreSQL either way)",
@@ -719,6 +733,12 @@ result<settings> load(const std::vector<std::string>& args, const env_lookup& en
           "OTTER_SIGNING_KEY (--signing-key) is required: a PEM P-256 private key file; make "
           "one with `otterd keygen --out otter-signing.pem`");
   }
+  // Offer events restore the chunk grants of a restart for as long as a manifest is valid.
+  if (s.event_retention.count() != 0 && s.event_retention < s.manifest_ttl)
+    return bad(
+        "OTTER_EVENT_RETENTION (--event-retention) is shorter than OTTER_MANIFEST_TTL "
+        "(--manifest-ttl): a restarted otterd would forget offers devices may still "
+        "download by; keep events at least as long as a manifest is valid");
   if (s.require_signed && s.release_keys.empty())
     return bad(
         "OTTER_REQUIRE_SIGNED (--require-signed) is true but OTTER_RELEASE_KEYS "

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "protocol/ids.hpp"
 #include "protocol/messages.hpp"
 
@@ -71,6 +73,7 @@ void admin_handler::submit(const protocol::parsed_topic& topic, std::string payl
 void admin_handler::run() {
   // Collect once at start-up too: a service that restarts often would otherwise never do it.
   auto next_gc = std::chrono::steady_clock::now();
+  auto next_prune = next_gc;
   for (;;) {
     if (std::chrono::steady_clock::now() >= next_gc) {
       try {
@@ -80,13 +83,25 @@ void admin_handler::run() {
       }
       next_gc = std::chrono::steady_clock::now() + s_.gc_interval;
     }
+    if (s_.event_retention.count() > 0 && std::chrono::steady_clock::now() >= next_prune) {
+      bool more = false;
+      try {
+        more = prune_events(d_.time.now());
+      } catch (const std::exception& e) {
+        spdlog::error("decision=events_prune_failed error=\"{}\"", e.what());
+      }
+      // While old events remain, the next step comes after at most one waiting command.
+      next_prune = more ? std::chrono::steady_clock::now()
+                        : std::chrono::steady_clock::now() + s_.gc_interval;
+    }
+    const auto next_due = std::min(next_gc, next_prune);
     job j;
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, next_gc, [&] { return stopping_ || !queue_.empty(); });
+      cv_.wait_until(lock, next_due, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) {
         if (stopping_) return;
-        continue;  // time to collect
+        continue;  // time to collect or prune
       }
       j = std::move(queue_.front());
       queue_.pop_front();
@@ -117,6 +132,30 @@ std::vector<std::string> admin_handler::collect_uploads(clock::time_point now) {
         "and it is older than OTTER_UPLOAD_GC ({}s)\"",
         sha, s_.upload_gc.count());
   return std::move(gone).value();
+}
+
+bool admin_handler::prune_events(clock::time_point now) {
+  const auto cutoff = now - s_.event_retention;
+  auto step = d_.repo.prune_events(cutoff, prune_after_, s_.prune_window);
+  if (!step) {
+    spdlog::warn("decision=events_prune_skipped reason=\"{}\"", step.error().message);
+    return false;
+  }
+  if (step->skipped) {
+    spdlog::debug("decision=events_prune_skipped reason=\"another instance is pruning\"");
+    return false;
+  }
+  prune_after_ = step->watermark;
+  pruned_in_round_ += step->removed;
+  d_.counters.events_pruned += step->removed;
+  if (!step->more && pruned_in_round_ > 0) {
+    spdlog::info(
+        "decision=events_pruned removed={} older_than={} reason=\"OTTER_EVENT_RETENTION ({}s); "
+        "command and upload events are kept\"",
+        pruned_in_round_, store::to_rfc3339(cutoff), s_.event_retention.count());
+    pruned_in_round_ = 0;
+  }
+  return step->more;
 }
 
 void admin_handler::handle(const job& j) {

@@ -51,6 +51,10 @@ struct admin_settings {
   // collection runs when the worker starts and then every gc_interval.
   std::chrono::seconds upload_gc{24 * 3600};
   std::chrono::seconds gc_interval{60};
+  // OTTER_EVENT_RETENTION (0: keep every event). Pruning runs with the collection, a window
+  // of events per step, one step between two commands while old events remain.
+  std::chrono::seconds event_retention{0};
+  std::size_t prune_window = 5000;
 };
 
 class admin_handler {
@@ -69,6 +73,9 @@ class admin_handler {
   // Removes the uploads older than now - upload_gc that no release references, rows then files;
   // returns their sha256s. Runs on the worker thread; public for tests.
   std::vector<std::string> collect_uploads(clock::time_point now);
+  // One step of event retention (see store::repository::prune_events); true when old events
+  // may remain. Runs on the worker thread; public for tests.
+  bool prune_events(clock::time_point now);
 
  private:
   struct job {
@@ -101,6 +108,10 @@ class admin_handler {
   std::deque<job> queue_;
   bool stopping_ = false;
   std::thread thread_;
+  // Event retention, touched by the worker thread only: where the next step starts, and what
+  // this round of steps removed (logged when the round ends).
+  std::int64_t prune_after_ = 0;
+  std::uint64_t pruned_in_round_ = 0;
 };
 
 }  // namespace otter::service

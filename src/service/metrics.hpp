@@ -16,7 +16,8 @@ struct metrics {
   std::atomic<std::uint64_t> commands{0};
   std::atomic<std::uint64_t> command_errors{0};
   std::atomic<std::uint64_t> uploads{0};
-  std::atomic<std::uint64_t> unavailable{0};  // answers refused because records could not queue
+  std::atomic<std::uint64_t> unavailable{0};    // answers refused because records could not queue
+  std::atomic<std::uint64_t> events_pruned{0};  // deleted by OTTER_EVENT_RETENTION
 
   nlohmann::json to_json() const {
     return {{"checks", checks.load()},
@@ -28,7 +29,8 @@ struct metrics {
             {"commands", commands.load()},
             {"command_errors", command_errors.load()},
             {"uploads", uploads.load()},
-            {"unavailable", unavailable.load()}};
+            {"unavailable", unavailable.load()},
+            {"events_pruned", events_pruned.load()}};
   }
 };
 

@@ -438,6 +438,7 @@ struct service::impl {
     as.instance = cfg.instance;
     as.require_signed = cfg.require_signed;
     as.upload_gc = cfg.upload_gc;
+    as.event_retention = cfg.event_retention;
     as.release_keys = release_keys;
     admin = std::make_unique<admin_handler>(
         admin_handler_deps{topics, repo, images, *records, *out, time, counters,

@@ -37,6 +37,15 @@ constexpr const char* kDeleteUnreferencedUpload =
     "WHERE u.sha256 = $1 AND u.created_at < to_timestamp($2::bigint / 1000.0) "
     "  AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.sha256 = u.sha256) "
     "RETURNING u.sha256";
+// Event retention (prune_events): one instance at a time prunes; the others skip the round.
+constexpr const char* kTryLockPrune =
+    "SELECT pg_try_advisory_xact_lock(hashtextextended('otter-prune-events', 0))";
+// The next rows in id order (ids follow recording order, so the oldest come first), whether
+// each is older than the cutoff, and whether it is an operator's (kept).
+constexpr const char* kPruneWindow =
+    "SELECT id, at < to_timestamp($2::bigint / 1000.0), kind IN ('command', 'upload') "
+    "FROM events WHERE id > $1 ORDER BY id LIMIT $3";
+constexpr const char* kPruneDelete = "DELETE FROM events WHERE id = ANY($1::bigint[])";
 // One lock per image, across instances, until the transaction ends.
 constexpr const char* kLockImage = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 void lock_image(pqxx::work& tx, const std::string& sha256) {
@@ -403,6 +412,41 @@ result<std::vector<std::string>> repository::delete_unreferenced_uploads(
       }
     }
     return out;
+  });
+}
+
+result<repository::prune_step> repository::prune_events(
+    std::chrono::system_clock::time_point cutoff, std::int64_t after, std::size_t window) {
+  const auto cutoff_ms = static_cast<std::int64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count());
+  return with_connection([&](pqxx::connection& c) -> result<prune_step> {
+    prune_step step;
+    step.watermark = after;
+    pqxx::work tx{c};
+    if (!tx.exec1(kTryLockPrune)[0].as<bool>()) {
+      step.skipped = true;
+      return step;
+    }
+    const auto rows = tx.exec_params(kPruneWindow, after, cutoff_ms, window);
+    std::string ids = "{";
+    bool young = false;
+    for (const auto& r : rows) {
+      // The first row not older than the cutoff ends the step: the rest are younger still
+      // (up to the few milliseconds by which instances' batches interleave).
+      if (!r[1].as<bool>()) {
+        young = true;
+        break;
+      }
+      step.watermark = r[0].as<std::int64_t>();
+      if (r[2].as<bool>()) continue;
+      if (step.removed++ > 0) ids += ',';
+      ids += std::to_string(step.watermark);
+    }
+    ids += '}';
+    if (step.removed > 0) tx.exec_params0(kPruneDelete, ids);
+    tx.commit();
+    step.more = !young && rows.size() == window;
+    return step;
   });
 }
 

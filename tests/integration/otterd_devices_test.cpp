@@ -1,6 +1,7 @@
 // otterd end to end on the real broker and database: devices check in and report.
 #include <gtest/gtest.h>
 
+#include <pqxx/pqxx>
 #include <set>
 
 #include "rollout/bucket.hpp"
@@ -336,6 +337,47 @@ TEST_F(devices_test, a_restart_keeps_every_record) {
   EXPECT_EQ(dev["result"]["version"], "1.1.0");
   auto rel = admin_->cmd("release.get", {{"model", kModel}, {"version", "1.1.0"}});
   EXPECT_EQ(rel["ok"], true);
+}
+
+// OTTER_EVENT_RETENTION: an otterd that has run for long holds old events; those of devices
+// go when it starts (and every minute after), the operators' audit trail stays.
+TEST_F(devices_test, old_device_events_are_pruned_and_operators_events_kept) {
+  const auto count_events = [&](const std::string& where) {
+    pqxx::connection c{db_->url()};
+    pqxx::read_transaction tx{c};
+    return tx.exec1("SELECT count(*) FROM events WHERE " + where)[0].as<int>();
+  };
+  {
+    pqxx::connection c{db_->url()};
+    pqxx::work tx{c};
+    tx.exec0(
+        "INSERT INTO events (at, kind, device, actor) VALUES "
+        "(now() - interval '40 days', 'check', 'old-dev', NULL), "
+        "(now() - interval '40 days', 'offer', 'old-dev', NULL), "
+        "(now() - interval '40 days', 'command', NULL, 'old-admin'), "
+        "(now() - interval '2 days', 'check', 'new-dev', NULL)");
+    tx.commit();
+  }
+  // The first command is answered after the start-up pruning step.
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd({{"OTTER_EVENT_RETENTION", "0"}});
+  operator_client keep_all(env_, *topics_, "admin1");
+  auto m = keep_all.cmd("metrics.get");
+  ASSERT_EQ(m["ok"], true) << m.dump();
+  EXPECT_EQ(m["result"]["events_pruned"], 0);
+  EXPECT_EQ(count_events("device = 'old-dev'"), 2);
+
+  ASSERT_EQ(stop_otterd(), 0);
+  start_otterd({{"OTTER_EVENT_RETENTION", "30d"}});
+  operator_client pruning(env_, *topics_, "admin1");
+  m = pruning.cmd("metrics.get");
+  ASSERT_EQ(m["ok"], true) << m.dump();
+  EXPECT_EQ(m["result"]["events_pruned"], 2);
+  EXPECT_EQ(count_events("device = 'old-dev'"), 0);
+  EXPECT_EQ(count_events("device = 'new-dev'"), 1);
+  EXPECT_EQ(count_events("actor = 'old-admin'"), 1);
+  EXPECT_NE(otterd_->log().find("decision=events_pruned removed=2 "), std::string::npos)
+      << otterd_->log();
 }
 
 }  // namespace

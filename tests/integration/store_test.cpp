@@ -1236,6 +1236,94 @@ TEST_F(store_test, devices_status_and_events_listing) {
 // ---------------------------------------------------------------------------------------------
 // repository: start-up loads
 
+TEST_F(store_test, prune_events_removes_old_device_events_in_id_order_and_keeps_operators) {
+  auto repo = open_repo();
+  // 7 old events (two of them an operator's), then 2 young ones, then an old straggler
+  // recorded after the young ones (another instance's batch).
+  {
+    pqxx::connection c{url()};
+    pqxx::work tx{c};
+    tx.exec0(
+        "INSERT INTO events (at, kind, device, actor) VALUES "
+        "(now() - interval '40 days', 'check', 'd1', NULL), "
+        "(now() - interval '40 days', 'command', NULL, 'alice'), "
+        "(now() - interval '39 days', 'offer', 'd1', NULL), "
+        "(now() - interval '39 days', 'upload', NULL, 'alice'), "
+        "(now() - interval '38 days', 'status', 'd2', NULL), "
+        "(now() - interval '38 days', 'chunk', 'd2', NULL), "
+        "(now() - interval '31 days', 'error', 'd3', NULL), "
+        "(now() - interval '1 day', 'check', 'd1', NULL), "
+        "(now(), 'offer', 'd1', NULL), "
+        "(now() - interval '35 days', 'check', 'd4', NULL)");
+    tx.commit();
+  }
+  const auto ids = [&] {
+    std::vector<std::string> out;
+    for (const auto& r : query(url(),
+                               "SELECT kind || ':' || coalesce(device, actor) "
+                               "FROM events ORDER BY id"))
+      out.push_back(r[0].as<std::string>());
+    return out;
+  };
+  const auto min_id = query(url(), "SELECT min(id) FROM events")[0][0].as<std::int64_t>();
+  const auto cutoff = std::chrono::system_clock::now() - std::chrono::days{30};
+
+  // A window of 3: all old, one of them kept; more may follow.
+  auto s1 = repo->prune_events(cutoff, 0, 3);
+  ASSERT_TRUE(s1) << s1.error().message;
+  EXPECT_EQ(s1->removed, 2u);
+  EXPECT_EQ(s1->watermark, min_id + 2);
+  EXPECT_TRUE(s1->more);
+  EXPECT_FALSE(s1->skipped);
+
+  // From the watermark on: the window reaches the young rows, so this round ends there.
+  auto s2 = repo->prune_events(cutoff, s1->watermark, 10);
+  ASSERT_TRUE(s2) << s2.error().message;
+  EXPECT_EQ(s2->removed, 3u);
+  EXPECT_EQ(s2->watermark, min_id + 6);
+  EXPECT_FALSE(s2->more);
+  EXPECT_EQ(ids(), (std::vector<std::string>{"command:alice", "upload:alice", "check:d1",
+                                             "offer:d1", "check:d4"}));
+
+  // A step that starts at the young rows removes nothing and moves nothing.
+  auto s3 = repo->prune_events(cutoff, s2->watermark, 10);
+  ASSERT_TRUE(s3);
+  EXPECT_EQ(s3->removed, 0u);
+  EXPECT_EQ(s3->watermark, s2->watermark);
+  EXPECT_FALSE(s3->more);
+
+  // A later round from the start passes the kept rows again; the straggler goes once the
+  // young rows ahead of it are old too.
+  auto s4 = repo->prune_events(std::chrono::system_clock::now() + std::chrono::hours{1}, 0, 10);
+  ASSERT_TRUE(s4);
+  EXPECT_EQ(s4->removed, 3u);
+  EXPECT_FALSE(s4->more);
+  EXPECT_EQ(ids(), (std::vector<std::string>{"command:alice", "upload:alice"}));
+}
+
+TEST_F(store_test, prune_events_skips_while_another_instance_prunes) {
+  auto repo = open_repo();
+  query(url(),
+        "INSERT INTO events (at, kind, device) VALUES (now() - interval '40 days', "
+        "'check', 'd1')");
+  const auto cutoff = std::chrono::system_clock::now() - std::chrono::days{30};
+  {
+    pqxx::connection other{url()};
+    pqxx::work tx{other};
+    tx.exec("SELECT pg_advisory_xact_lock(hashtextextended('otter-prune-events', 0))");
+    auto step = repo->prune_events(cutoff, 0, 10);
+    ASSERT_TRUE(step) << step.error().message;
+    EXPECT_TRUE(step->skipped);
+    EXPECT_EQ(step->removed, 0u);
+    EXPECT_EQ(step->watermark, 0);
+  }
+  auto step = repo->prune_events(cutoff, 0, 10);
+  ASSERT_TRUE(step);
+  EXPECT_FALSE(step->skipped);
+  EXPECT_EQ(step->removed, 1u);
+  EXPECT_EQ(count(url(), "events"), 0);
+}
+
 TEST_F(store_test, load_catalog_round_trip) {
   auto repo = open_repo();
   add_release(*repo, "esp32", "1.1.0+b7", 1, "1.0.0");

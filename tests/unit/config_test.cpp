@@ -382,6 +382,25 @@ TEST(config, durations) {
   }
 }
 
+TEST(config, event_retention) {
+  EXPECT_EQ(load_ok({}, required()).event_retention, std::chrono::days{30});
+  EXPECT_EQ(load_ok({"--event-retention", "0"}, required()).event_retention.count(), 0);
+  EXPECT_EQ(load_ok({"--event-retention", "1d"}, required()).event_retention, std::chrono::days{1});
+  EXPECT_EQ(load_ok({"--event-retention", "3650d"}, required()).event_retention,
+            std::chrono::days{3650});
+  EXPECT_NE(env_error("OTTER_EVENT_RETENTION", "12h").find("too short"), std::string::npos);
+  EXPECT_NE(env_error("OTTER_EVENT_RETENTION", "3651d").find("out of range"), std::string::npos);
+  EXPECT_NE(env_error("OTTER_EVENT_RETENTION", "forever").find("not a duration"),
+            std::string::npos);
+  // Offers restore chunk grants after a restart for as long as a manifest is valid.
+  auto r = load({"--event-retention", "2d", "--manifest-ttl", "7d"}, fake_env(required()));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("OTTER_MANIFEST_TTL"), std::string::npos) << r.error().message;
+  EXPECT_EQ(load_ok({"--event-retention", "0", "--manifest-ttl", "7d"}, required())
+                .event_retention.count(),
+            0);
+}
+
 TEST(config, sizes) {
   const std::vector<std::pair<std::string, std::uint64_t>> cases = {
       {"1", 1},           {"1000", 1000},       {"4K", 4096},     {"4KiB", 4096},     {"4k", 4096},
@@ -469,13 +488,15 @@ TEST(config, help_lists_every_setting) {
     EXPECT_NE(h.find(o.flag), std::string::npos) << o.flag;
   }
   const std::vector<std::string> all = {
-      "OTTER_MQTT_URL",     "OTTER_MQTT_USER",      "OTTER_MQTT_PASSWORD", "OTTER_MQTT_CLIENT_ID",
-      "OTTER_DB_URL",       "OTTER_SIGNING_KEY",    "OTTER_TOPIC_ROOT",    "OTTER_DATA_DIR",
-      "OTTER_OPERATORS",    "OTTER_INSTANCE",       "OTTER_MANIFEST_TTL",  "OTTER_RETRY_S",
-      "OTTER_LOG_LEVEL",    "OTTER_LOG_FORMAT",     "OTTER_MAX_UPLOAD",    "OTTER_QUEUE_LIMIT",
-      "OTTER_SHARE_GROUP",  "OTTER_HTTP_ADDR",      "OTTER_PUBLIC_URL",    "OTTER_LINK_SECRET_FILE",
-      "OTTER_RELEASE_KEYS", "OTTER_REQUIRE_SIGNED", "OTTER_CHUNK_MAX",     "OTTER_CHUNK_WINDOW",
-      "OTTER_UPLOAD_GC",    "OTTER_EVENTS"};
+      "OTTER_MQTT_URL",       "OTTER_MQTT_USER",        "OTTER_MQTT_PASSWORD",
+      "OTTER_MQTT_CLIENT_ID", "OTTER_DB_URL",           "OTTER_SIGNING_KEY",
+      "OTTER_TOPIC_ROOT",     "OTTER_DATA_DIR",         "OTTER_OPERATORS",
+      "OTTER_INSTANCE",       "OTTER_MANIFEST_TTL",     "OTTER_RETRY_S",
+      "OTTER_LOG_LEVEL",      "OTTER_LOG_FORMAT",       "OTTER_MAX_UPLOAD",
+      "OTTER_QUEUE_LIMIT",    "OTTER_SHARE_GROUP",      "OTTER_HTTP_ADDR",
+      "OTTER_PUBLIC_URL",     "OTTER_LINK_SECRET_FILE", "OTTER_RELEASE_KEYS",
+      "OTTER_REQUIRE_SIGNED", "OTTER_CHUNK_MAX",        "OTTER_CHUNK_WINDOW",
+      "OTTER_UPLOAD_GC",      "OTTER_EVENT_RETENTION",  "OTTER_EVENTS"};
   EXPECT_EQ(options().size(), all.size());
   for (const auto& name : all) EXPECT_NE(h.find(name), std::string::npos) << name;
 }
