@@ -93,10 +93,17 @@ const std::vector<std::uint8_t>& long_enough(const std::vector<std::uint8_t>& se
 
 link_signer::link_signer(std::vector<std::uint8_t> secret) : key_(long_enough(secret)) {}
 
-link_signer link_signer::load_or_create(const std::filesystem::path& file) {
+link_signer link_signer::load_or_create(const std::filesystem::path& file, secret_file_info* info) {
   std::error_code ec;
-  if (!std::filesystem::exists(file, ec)) create_secret(file);
-  return link_signer(read_secret(file));
+  const bool missing = !std::filesystem::exists(file, ec);
+  if (missing) create_secret(file);
+  link_signer signer(read_secret(file));
+  if (info) {
+    info->created = missing;
+    struct stat st {};
+    info->mode = ::stat(file.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0;
+  }
+  return signer;
 }
 
 std::string link_signer::token(std::string_view device, std::string_view sha256,

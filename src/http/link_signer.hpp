@@ -30,7 +30,14 @@ class link_signer {
   // Reads the secret (the file's bytes, trailing whitespace dropped). A missing file is created
   // with 32 random bytes (64 hex characters), mode 0600, without ever replacing a file another
   // process made meanwhile. Throws std::runtime_error naming the path, never the secret.
-  static link_signer load_or_create(const std::filesystem::path& file);
+  // What load_or_create found, for the start-up log: whether it made the file, and the
+  // file's permission bits (a secret others may read deserves a warning).
+  struct secret_file_info {
+    bool created = false;
+    unsigned mode = 0;
+  };
+  static link_signer load_or_create(const std::filesystem::path& file,
+                                    secret_file_info* info = nullptr);
 
   // The path and query of the link; device must be a valid protocol name, sha256 64 lowercase hex.
   std::string make(std::string_view device, std::string_view sha256, std::int64_t exp) const;

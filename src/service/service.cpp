@@ -254,7 +254,22 @@ struct service::impl {
     const std::filesystem::path secret = cfg.link_secret_file.empty()
                                              ? std::filesystem::path(cfg.data_dir) / "link-secret"
                                              : std::filesystem::path(cfg.link_secret_file);
-    links = std::make_unique<http::link_signer>(http::link_signer::load_or_create(secret));
+    http::link_signer::secret_file_info info;
+    links = std::make_unique<http::link_signer>(http::link_signer::load_or_create(secret, &info));
+    // A mistyped OTTER_LINK_SECRET_FILE would otherwise go unnoticed until another instance's
+    // links fail with 403.
+    if (info.created && !cfg.link_secret_file.empty())
+      spdlog::warn(
+          "decision=link_secret_created file={} reason=\"OTTER_LINK_SECRET_FILE named no file; "
+          "instances that serve each other's links must share this one\"",
+          secret.string());
+    else if (info.created)
+      spdlog::info("decision=link_secret_created file={}", secret.string());
+    if ((info.mode & 077) != 0)
+      spdlog::warn(
+          "config: the link secret {} is readable by other users (mode {:o}); run: chmod "
+          "600 {}",
+          secret.string(), info.mode, secret.string());
     spdlog::info("decision=http_links public_url={} secret_file={}", cfg.public_url,
                  secret.string());
   }

@@ -285,6 +285,29 @@ TEST_F(http_test, healthz_reports_mqtt_and_database) {
   EXPECT_EQ(type, "application/json");
 }
 
+// A mistyped OTTER_LINK_SECRET_FILE makes a new secret, which would split the links of
+// instances meant to share one: otterd says so, as it does for a secret others may read.
+TEST_F(http_test, a_made_or_readable_link_secret_is_reported) {
+  const auto file = dir_ / "shared-link-secret";
+  start_http({{"OTTER_LINK_SECRET_FILE", file.string()}});
+  EXPECT_TRUE(std::filesystem::exists(file));
+  EXPECT_NE(otterd_->log().find("decision=link_secret_created file=" + file.string() +
+                                " reason=\"OTTER_LINK_SECRET_FILE named no file"),
+            std::string::npos)
+      << otterd_->log();
+  EXPECT_EQ(otterd_->log().find("readable by other users"), std::string::npos);
+
+  std::filesystem::permissions(
+      file, std::filesystem::perms::group_read | std::filesystem::perms::others_read,
+      std::filesystem::perm_options::add);
+  start_http({{"OTTER_LINK_SECRET_FILE", file.string()}});
+  EXPECT_EQ(otterd_->log().find("decision=link_secret_created"), std::string::npos);
+  EXPECT_NE(otterd_->log().find("the link secret " + file.string() +
+                                " is readable by other users (mode 644); run: chmod 600"),
+            std::string::npos)
+      << otterd_->log();
+}
+
 TEST_F(http_test, offers_carry_no_url_when_http_is_off) {
   add_release(kModel, "2.2.0", random_image(1000, 13));
   create_rollout(kModel, "2.2.0", {{"type", "all"}});

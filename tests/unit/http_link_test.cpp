@@ -111,12 +111,19 @@ TEST(http_link, the_secret_file_is_created_once_with_mode_0600) {
                    ("otter-link-" + crypto::to_hex(crypto::random_bytes(6)));
   std::filesystem::create_directories(dir);
   const auto file = dir / "link-secret";
-  const auto a = link_signer::load_or_create(file);
+  link_signer::secret_file_info info;
+  const auto a = link_signer::load_or_create(file, &info);
+  EXPECT_TRUE(info.created);
+  EXPECT_EQ(info.mode, 0600u);
   struct stat st {};
   ASSERT_EQ(::stat(file.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
-  EXPECT_EQ(st.st_size, 65);                         // 64 hex characters and a newline
-  const auto b = link_signer::load_or_create(file);  // read, not replaced
+  EXPECT_EQ(st.st_size, 65);  // 64 hex characters and a newline
+  // Read, not replaced; the mode it reports is the file's, for the start-up warning.
+  ASSERT_EQ(::chmod(file.c_str(), 0644), 0);
+  const auto b = link_signer::load_or_create(file, &info);
+  EXPECT_FALSE(info.created);
+  EXPECT_EQ(info.mode, 0644u);
   EXPECT_EQ(a.token("d", kSha, 1), b.token("d", kSha, 1));
   EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir), {}), 1);  // no temp left
 
