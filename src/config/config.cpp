@@ -589,16 +589,18 @@ const std::vector<option_spec>& specs() {
        },
        [](const settings& s) { return std::to_string(s.upload_gc.count()) + "s"; }},
       {"OTTER_EVENT_RETENTION", "event-retention", "DURATION", "30d",
-       "events older than this are deleted, operators' command and upload events excepted "
-       "(1d..3650d, at least OTTER_MANIFEST_TTL); 0 keeps every event",
+       "events older than this are deleted, except uploads and the commands that change "
+       "something (1d..3650d, at least OTTER_MANIFEST_TTL); 0 keeps every event",
        false, false,
        [](settings& s, const std::string& v) {
-         if (auto problem = parse_duration(v, 0, 3650ull * 86400, s.event_retention))
-           return problem;
-         if (s.event_retention.count() != 0 && s.event_retention < std::chrono::days{1})
+         std::chrono::seconds r{};
+         const auto problem = parse_duration(v, 0, 3650ull * 86400, r);
+         if (problem && problem->find("not a duration") != std::string::npos) return problem;
+         if (problem || (r.count() != 0 && r < std::chrono::days{1}))
            return std::optional<std::string>(quote(v) +
-                                             " is too short; expected 1d..3650d, or 0 to keep "
-                                             "every event");
+                                             " is out of range; expected 1d..3650d, or 0 to "
+                                             "keep every event");
+         s.event_retention = r;
          return std::optional<std::string>();
        },
        [](const settings& s) { return std::to_string(s.event_retention.count()) + "s"; }},
@@ -735,10 +737,12 @@ result<settings> load(const std::vector<std::string>& args, const env_lookup& en
   }
   // Offer events restore the chunk grants of a restart for as long as a manifest is valid.
   if (s.event_retention.count() != 0 && s.event_retention < s.manifest_ttl)
-    return bad(
-        "OTTER_EVENT_RETENTION (--event-retention) is shorter than OTTER_MANIFEST_TTL "
-        "(--manifest-ttl): a restarted otterd would forget offers devices may still "
-        "download by; keep events at least as long as a manifest is valid");
+    return bad("OTTER_EVENT_RETENTION (--event-retention) " +
+               human_seconds(static_cast<std::uint64_t>(s.event_retention.count())) +
+               " is shorter than OTTER_MANIFEST_TTL (--manifest-ttl) " +
+               human_seconds(static_cast<std::uint64_t>(s.manifest_ttl.count())) +
+               ": a restarted otterd would forget offers devices may still download by; keep "
+               "events at least as long as a manifest is valid");
   if (s.require_signed && s.release_keys.empty())
     return bad(
         "OTTER_REQUIRE_SIGNED (--require-signed) is true but OTTER_RELEASE_KEYS "

@@ -39,8 +39,8 @@ std::vector<std::uint8_t> read_secret(const std::filesystem::path& file) {
 
 // Writes a temporary file and links it into place: link() fails with EEXIST instead of
 // replacing, so two instances starting together agree on one secret, and nobody ever reads a
-// half-written file.
-void create_secret(const std::filesystem::path& file) {
+// half-written file. False: another process made the file first.
+bool create_secret(const std::filesystem::path& file) {
   const auto text = crypto::to_hex(crypto::random_bytes(32)) + "\n";
   const auto tmp = file.string() + ".tmp-" + crypto::to_hex(crypto::random_bytes(6));
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -50,12 +50,19 @@ void create_secret(const std::filesystem::path& file) {
       ::fsync(fd) != 0)
     err = errno ? errno : EIO;
   ::close(fd);
-  if (err == 0 && ::link(tmp.c_str(), file.c_str()) != 0 && errno != EEXIST) err = errno;
+  bool linked = false;
+  if (err == 0) {
+    if (::link(tmp.c_str(), file.c_str()) == 0)
+      linked = true;
+    else if (errno != EEXIST)
+      err = errno;
+  }
   ::unlink(tmp.c_str());
   if (err != 0) {
     errno = err;
     throw std::runtime_error(sys_error("cannot create link secret file", file));
   }
+  return linked;
 }
 
 // Canonical decimal only: "0" or no leading zero, no sign, fits in int64.
@@ -95,11 +102,10 @@ link_signer::link_signer(std::vector<std::uint8_t> secret) : key_(long_enough(se
 
 link_signer link_signer::load_or_create(const std::filesystem::path& file, secret_file_info* info) {
   std::error_code ec;
-  const bool missing = !std::filesystem::exists(file, ec);
-  if (missing) create_secret(file);
+  const bool created = !std::filesystem::exists(file, ec) && create_secret(file);
   link_signer signer(read_secret(file));
   if (info) {
-    info->created = missing;
+    info->created = created;
     struct stat st {};
     info->mode = ::stat(file.c_str(), &st) == 0 ? (st.st_mode & 07777) : 0;
   }

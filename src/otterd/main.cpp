@@ -237,7 +237,7 @@ int main(int argc, char** argv) {
     struct stat st {};
     if (::stat(cfg->signing_key.c_str(), &st) == 0 && (st.st_mode & 077) != 0)
       spdlog::warn(
-          "config: the signing key {} is readable by other users (mode {:o}); "
+          "config: the signing key {} is open to other users (mode {:o}); "
           "run: chmod 600 {}",
           cfg->signing_key, st.st_mode & 0777, cfg->signing_key);
   }

@@ -182,6 +182,13 @@ bool is_read_only_command(std::string_view cmd) noexcept {
   return c != nullptr && c->read_only;
 }
 
+std::vector<std::string> changing_commands() {
+  std::vector<std::string> out;
+  for (const auto& c : kCommands)
+    if (!c.read_only) out.emplace_back(c.name);
+  return out;
+}
+
 std::string_view to_string(rollout_state s) noexcept {
   for (const auto& [state, name] : kRolloutStates)
     if (state == s) return name;

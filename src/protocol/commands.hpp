@@ -24,6 +24,8 @@ result<admin_request> parse_admin_request(const nlohmann::json& obj);
 // Every command is a known name; is_read_only() says whether a viewer may run it.
 bool is_known_command(std::string_view cmd) noexcept;
 bool is_read_only_command(std::string_view cmd) noexcept;
+// The commands that change something (known and not read-only), in table order.
+std::vector<std::string> changing_commands();
 
 inline constexpr int kDefaultPageLimit = 100;
 inline constexpr int kMaxPageLimit = 1000;

@@ -73,7 +73,13 @@ void admin_handler::submit(const protocol::parsed_topic& topic, std::string payl
 void admin_handler::run() {
   // Collect once at start-up too: a service that restarts often would otherwise never do it.
   auto next_gc = std::chrono::steady_clock::now();
-  auto next_prune = next_gc;
+  const bool pruning = s_.event_retention.count() > 0;
+  auto next_prune = pruning ? next_gc : std::chrono::steady_clock::time_point::max();
+  // Stopping finishes the queued commands, without prune steps between them.
+  const auto stopping = [this] {
+    std::lock_guard lock(mu_);
+    return stopping_;
+  };
   for (;;) {
     if (std::chrono::steady_clock::now() >= next_gc) {
       try {
@@ -83,16 +89,17 @@ void admin_handler::run() {
       }
       next_gc = std::chrono::steady_clock::now() + s_.gc_interval;
     }
-    if (s_.event_retention.count() > 0 && std::chrono::steady_clock::now() >= next_prune) {
+    if (pruning && std::chrono::steady_clock::now() >= next_prune && !stopping()) {
       bool more = false;
       try {
         more = prune_events(d_.time.now());
       } catch (const std::exception& e) {
         spdlog::error("decision=events_prune_failed error=\"{}\"", e.what());
       }
-      // While old events remain, the next step comes after at most one waiting command.
-      next_prune = more ? std::chrono::steady_clock::now()
-                        : std::chrono::steady_clock::now() + s_.gc_interval;
+      // While old events remain, steps follow each other with a pause (a backlog of months
+      // must not hold PostgreSQL's CPU against the record writer) and with every waiting
+      // command answered in between.
+      next_prune = std::chrono::steady_clock::now() + (more ? s_.prune_pause : s_.gc_interval);
     }
     const auto next_due = std::min(next_gc, next_prune);
     job j;
@@ -135,14 +142,20 @@ std::vector<std::string> admin_handler::collect_uploads(clock::time_point now) {
 }
 
 bool admin_handler::prune_events(clock::time_point now) {
+  static const auto kept = protocol::changing_commands();
   const auto cutoff = now - s_.event_retention;
-  auto step = d_.repo.prune_events(cutoff, prune_after_, s_.prune_window);
-  if (!step) {
-    spdlog::warn("decision=events_prune_skipped reason=\"{}\"", step.error().message);
-    return false;
-  }
-  if (step->skipped) {
-    spdlog::debug("decision=events_prune_skipped reason=\"another instance is pruning\"");
+  auto step = d_.repo.prune_events(cutoff, prune_after_, s_.prune_window, kept);
+  if (!step || step->skipped) {
+    if (!step)
+      spdlog::warn("decision=events_prune_skipped reason=\"{}\"", step.error().message);
+    else
+      spdlog::debug("decision=events_prune_skipped reason=\"another instance is pruning\"");
+    if (pruned_in_round_ > 0)
+      spdlog::info(
+          "decision=events_pruned removed={} reason=\"OTTER_EVENT_RETENTION ({}s); "
+          "the round was interrupted\"",
+          pruned_in_round_, s_.event_retention.count());
+    pruned_in_round_ = 0;
     return false;
   }
   prune_after_ = step->watermark;
@@ -151,7 +164,7 @@ bool admin_handler::prune_events(clock::time_point now) {
   if (!step->more && pruned_in_round_ > 0) {
     spdlog::info(
         "decision=events_pruned removed={} older_than={} reason=\"OTTER_EVENT_RETENTION ({}s); "
-        "command and upload events are kept\"",
+        "uploads and changing commands are kept\"",
         pruned_in_round_, store::to_rfc3339(cutoff), s_.event_retention.count());
     pruned_in_round_ = 0;
   }

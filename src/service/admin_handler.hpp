@@ -52,9 +52,10 @@ struct admin_settings {
   std::chrono::seconds upload_gc{24 * 3600};
   std::chrono::seconds gc_interval{60};
   // OTTER_EVENT_RETENTION (0: keep every event). Pruning runs with the collection, a window
-  // of events per step, one step between two commands while old events remain.
+  // of events per step; while old events remain, steps follow each other prune_pause apart.
   std::chrono::seconds event_retention{0};
   std::size_t prune_window = 5000;
+  std::chrono::milliseconds prune_pause{100};
 };
 
 class admin_handler {

@@ -267,7 +267,7 @@ struct service::impl {
       spdlog::info("decision=link_secret_created file={}", secret.string());
     if ((info.mode & 077) != 0)
       spdlog::warn(
-          "config: the link secret {} is readable by other users (mode {:o}); run: chmod "
+          "config: the link secret {} is open to other users (mode {:o}); run: chmod "
           "600 {}",
           secret.string(), info.mode, secret.string());
     spdlog::info("decision=http_links public_url={} secret_file={}", cfg.public_url,

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <pqxx/pqxx>
+#include <stdexcept>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -41,9 +42,12 @@ constexpr const char* kDeleteUnreferencedUpload =
 constexpr const char* kTryLockPrune =
     "SELECT pg_try_advisory_xact_lock(hashtextextended('otter-prune-events', 0))";
 // The next rows in id order (ids follow recording order, so the oldest come first), whether
-// each is older than the cutoff, and whether it is an operator's (kept).
+// each is older than the cutoff, and whether it is kept: an upload, or a command among $4
+// (those that change something: the audit trail; reads such as a dashboard's metrics.get
+// every few seconds would otherwise grow the table forever).
 constexpr const char* kPruneWindow =
-    "SELECT id, at < to_timestamp($2::bigint / 1000.0), kind IN ('command', 'upload') "
+    "SELECT id, at < to_timestamp($2::bigint / 1000.0), "
+    "  kind = 'upload' OR (kind = 'command' AND data->>'cmd' = ANY($4::text[])) "
     "FROM events WHERE id > $1 ORDER BY id LIMIT $3";
 constexpr const char* kPruneDelete = "DELETE FROM events WHERE id = ANY($1::bigint[])";
 // One lock per image, across instances, until the transaction ends.
@@ -416,9 +420,17 @@ result<std::vector<std::string>> repository::delete_unreferenced_uploads(
 }
 
 result<repository::prune_step> repository::prune_events(
-    std::chrono::system_clock::time_point cutoff, std::int64_t after, std::size_t window) {
+    std::chrono::system_clock::time_point cutoff, std::int64_t after, std::size_t window,
+    const std::vector<std::string>& kept_commands) {
+  if (window == 0) throw std::invalid_argument("prune_events: an empty window never ends");
   const auto cutoff_ms = static_cast<std::int64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count());
+  std::string kept = "{";
+  for (const auto& c : kept_commands) {
+    if (kept.size() > 1) kept += ',';
+    kept += '"' + c + '"';  // command names are [a-z.]: nothing to escape
+  }
+  kept += '}';
   return with_connection([&](pqxx::connection& c) -> result<prune_step> {
     prune_step step;
     step.watermark = after;
@@ -427,25 +439,36 @@ result<repository::prune_step> repository::prune_events(
       step.skipped = true;
       return step;
     }
-    const auto rows = tx.exec_params(kPruneWindow, after, cutoff_ms, window);
+    const auto rows = tx.exec_params(kPruneWindow, after, cutoff_ms, window, kept);
+    // Nothing after the watermark: the table was emptied (TRUNCATE, a restore) or has been
+    // idle for the whole retention; the next step starts from the beginning again.
+    if (rows.empty()) {
+      step.watermark = 0;
+      return step;
+    }
     std::string ids = "{";
     bool young = false;
     for (const auto& r : rows) {
-      // The first row not older than the cutoff ends the step: the rest are younger still
-      // (up to the few milliseconds by which instances' batches interleave).
+      const auto id = r[0].as<std::int64_t>();
+      // Ids follow recording order and `at` mostly does too, but not exactly: the writer
+      // records what waited out a database outage with its own older times, and instances'
+      // clocks differ. So a young row only stops the watermark; old rows past it in this
+      // window still go, and later windows start at the young row again.
       if (!r[1].as<bool>()) {
         young = true;
-        break;
+        continue;
       }
-      step.watermark = r[0].as<std::int64_t>();
+      if (!young) step.watermark = id;
       if (r[2].as<bool>()) continue;
       if (step.removed++ > 0) ids += ',';
-      ids += std::to_string(step.watermark);
+      ids += std::to_string(id);
     }
     ids += '}';
     if (step.removed > 0) tx.exec_params0(kPruneDelete, ids);
     tx.commit();
-    step.more = !young && rows.size() == window;
+    // A full window that removed something may have more behind it; one that removed
+    // nothing is all young or kept rows past the watermark, and waits for the next round.
+    step.more = rows.size() == window && (step.removed > 0 || !young);
     return step;
   });
 }

@@ -93,11 +93,12 @@ class repository {
   // failure keeps the row), and returns their sha256s.
   result<std::vector<std::string>> delete_unreferenced_uploads(
       std::chrono::system_clock::time_point cutoff, const file_step& remove_file = {});
-  // Event retention: one step of deleting the events recorded before `cutoff`, operators'
-  // events (command, upload: the audit trail) excepted. It looks at the next `window` events
-  // after id `after` in id order and stops at the first one not older than the cutoff.
-  // `watermark` is the last id it passed (the next step's `after`); `more`: the window was
-  // all old, so another step may find more. `skipped`: another instance was pruning.
+  // Event retention: one step of deleting the events recorded before `cutoff`, except the
+  // audit trail: uploads and the commands named in `kept_commands`. It looks at the next
+  // `window` events after id `after` in id order. `watermark` is the last id before the
+  // first young (not old) one it saw, the next step's `after`; 0 when nothing follows `after`.
+  // `more`: another step right away may remove more. `skipped`: another instance holds the
+  // pruning lock for its own step.
   struct prune_step {
     std::uint64_t removed = 0;
     std::int64_t watermark = 0;
@@ -105,7 +106,8 @@ class repository {
     bool skipped = false;
   };
   result<prune_step> prune_events(std::chrono::system_clock::time_point cutoff, std::int64_t after,
-                                  std::size_t window);
+                                  std::size_t window,
+                                  const std::vector<std::string>& kept_commands);
   // conflict if (model, canonical version) exists; not_found if the upload is unknown.
   // `check_file` (optional) runs under the image's lock: the image file must be there.
   result<nlohmann::json> add_release(const protocol::release_add_args& a, std::uint64_t size,

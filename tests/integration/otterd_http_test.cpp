@@ -295,7 +295,7 @@ TEST_F(http_test, a_made_or_readable_link_secret_is_reported) {
                                 " reason=\"OTTER_LINK_SECRET_FILE named no file"),
             std::string::npos)
       << otterd_->log();
-  EXPECT_EQ(otterd_->log().find("readable by other users"), std::string::npos);
+  EXPECT_EQ(otterd_->log().find("open to other users"), std::string::npos);
 
   std::filesystem::permissions(
       file, std::filesystem::perms::group_read | std::filesystem::perms::others_read,
@@ -303,7 +303,7 @@ TEST_F(http_test, a_made_or_readable_link_secret_is_reported) {
   start_http({{"OTTER_LINK_SECRET_FILE", file.string()}});
   EXPECT_EQ(otterd_->log().find("decision=link_secret_created"), std::string::npos);
   EXPECT_NE(otterd_->log().find("the link secret " + file.string() +
-                                " is readable by other users (mode 644); run: chmod 600"),
+                                " is open to other users (mode 644); run: chmod 600"),
             std::string::npos)
       << otterd_->log();
 }

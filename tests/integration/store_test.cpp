@@ -1236,69 +1236,95 @@ TEST_F(store_test, devices_status_and_events_listing) {
 // ---------------------------------------------------------------------------------------------
 // repository: start-up loads
 
-TEST_F(store_test, prune_events_removes_old_device_events_in_id_order_and_keeps_operators) {
+TEST_F(store_test, prune_events_removes_old_events_in_id_order_and_keeps_the_audit_trail) {
   auto repo = open_repo();
-  // 7 old events (two of them an operator's), then 2 young ones, then an old straggler
-  // recorded after the young ones (another instance's batch).
-  {
-    pqxx::connection c{url()};
-    pqxx::work tx{c};
-    tx.exec0(
-        "INSERT INTO events (at, kind, device, actor) VALUES "
-        "(now() - interval '40 days', 'check', 'd1', NULL), "
-        "(now() - interval '40 days', 'command', NULL, 'alice'), "
-        "(now() - interval '39 days', 'offer', 'd1', NULL), "
-        "(now() - interval '39 days', 'upload', NULL, 'alice'), "
-        "(now() - interval '38 days', 'status', 'd2', NULL), "
-        "(now() - interval '38 days', 'chunk', 'd2', NULL), "
-        "(now() - interval '31 days', 'error', 'd3', NULL), "
-        "(now() - interval '1 day', 'check', 'd1', NULL), "
-        "(now(), 'offer', 'd1', NULL), "
-        "(now() - interval '35 days', 'check', 'd4', NULL)");
-    tx.commit();
-  }
-  const auto ids = [&] {
+  const std::vector<std::string> kept = {"release.add", "rollout.pause"};
+  // Old events (an upload and a changing command among them, and a read command), then two
+  // young ones, then an old straggler recorded after them (another instance's late batch).
+  query(url(),
+        "INSERT INTO events (at, kind, device, actor, data) VALUES "
+        "(now() - interval '40 days', 'check', 'd1', NULL, '{}'), "
+        "(now() - interval '40 days', 'command', NULL, 'alice', '{\"cmd\": \"rollout.pause\"}'), "
+        "(now() - interval '40 days', 'command', NULL, 'bob', '{\"cmd\": \"metrics.get\"}'), "
+        "(now() - interval '39 days', 'offer', 'd1', NULL, '{}'), "
+        "(now() - interval '39 days', 'upload', NULL, 'alice', '{}'), "
+        "(now() - interval '38 days', 'status', 'd2', NULL, '{}'), "
+        "(now() - interval '38 days', 'chunk', 'd2', NULL, '{}'), "
+        "(now() - interval '31 days', 'error', 'd3', NULL, '{}'), "
+        "(now() - interval '1 day', 'check', 'd1', NULL, '{}'), "
+        "(now(), 'offer', 'd1', NULL, '{}'), "
+        "(now() - interval '35 days', 'check', 'd4', NULL, '{}')");
+  const auto rows = [&] {
     std::vector<std::string> out;
-    for (const auto& r : query(url(),
-                               "SELECT kind || ':' || coalesce(device, actor) "
-                               "FROM events ORDER BY id"))
+    for (const auto& r :
+         query(url(), "SELECT kind || ':' || coalesce(device, actor) FROM events ORDER BY id"))
       out.push_back(r[0].as<std::string>());
     return out;
   };
   const auto min_id = query(url(), "SELECT min(id) FROM events")[0][0].as<std::int64_t>();
   const auto cutoff = std::chrono::system_clock::now() - std::chrono::days{30};
 
-  // A window of 3: all old, one of them kept; more may follow.
-  auto s1 = repo->prune_events(cutoff, 0, 3);
+  // A window of 3, all old: the check and the read command go, the change stays; a full
+  // window that removed something may have more behind it.
+  auto s1 = repo->prune_events(cutoff, 0, 3, kept);
   ASSERT_TRUE(s1) << s1.error().message;
   EXPECT_EQ(s1->removed, 2u);
   EXPECT_EQ(s1->watermark, min_id + 2);
   EXPECT_TRUE(s1->more);
   EXPECT_FALSE(s1->skipped);
 
-  // From the watermark on: the window reaches the young rows, so this round ends there.
-  auto s2 = repo->prune_events(cutoff, s1->watermark, 10);
+  // From the watermark: the first young row stops the watermark, and the old straggler past
+  // it goes too.
+  auto s2 = repo->prune_events(cutoff, s1->watermark, 10, kept);
   ASSERT_TRUE(s2) << s2.error().message;
-  EXPECT_EQ(s2->removed, 3u);
-  EXPECT_EQ(s2->watermark, min_id + 6);
+  EXPECT_EQ(s2->removed, 5u);
+  EXPECT_EQ(s2->watermark, min_id + 7);
   EXPECT_FALSE(s2->more);
-  EXPECT_EQ(ids(), (std::vector<std::string>{"command:alice", "upload:alice", "check:d1",
-                                             "offer:d1", "check:d4"}));
+  EXPECT_EQ(rows(),
+            (std::vector<std::string>{"command:alice", "upload:alice", "check:d1", "offer:d1"}));
 
-  // A step that starts at the young rows removes nothing and moves nothing.
-  auto s3 = repo->prune_events(cutoff, s2->watermark, 10);
+  // Only young rows after the watermark: nothing moves.
+  auto s3 = repo->prune_events(cutoff, s2->watermark, 10, kept);
   ASSERT_TRUE(s3);
   EXPECT_EQ(s3->removed, 0u);
   EXPECT_EQ(s3->watermark, s2->watermark);
   EXPECT_FALSE(s3->more);
 
-  // A later round from the start passes the kept rows again; the straggler goes once the
-  // young rows ahead of it are old too.
-  auto s4 = repo->prune_events(std::chrono::system_clock::now() + std::chrono::hours{1}, 0, 10);
+  // A young row ahead of a full window's old ones (a clock running ahead): they go, the
+  // watermark waits before the young row, and the next step goes on from there.
+  query(url(),
+        "INSERT INTO events (at, kind, device) VALUES (now() + interval '1 hour', 'check', 'd5'), "
+        "(now() - interval '40 days', 'check', 'd6'), (now() - interval '40 days', 'check', 'd7')");
+  auto s4 = repo->prune_events(cutoff, s2->watermark, 3, kept);
   ASSERT_TRUE(s4);
-  EXPECT_EQ(s4->removed, 3u);
+  EXPECT_EQ(s4->removed, 0u);  // the window is check:d1, offer:d1 and the young check:d5
   EXPECT_FALSE(s4->more);
-  EXPECT_EQ(ids(), (std::vector<std::string>{"command:alice", "upload:alice"}));
+  auto s5 = repo->prune_events(std::chrono::system_clock::now() + std::chrono::minutes{1},
+                               s2->watermark, 3, kept);
+  ASSERT_TRUE(s5);
+  EXPECT_EQ(s5->removed, 2u);  // check:d1 and offer:d1; check:d5 is still young
+  EXPECT_EQ(s5->watermark, min_id + 9);
+  EXPECT_TRUE(s5->more);
+  auto s6 = repo->prune_events(std::chrono::system_clock::now() + std::chrono::minutes{1},
+                               s5->watermark, 3, kept);
+  ASSERT_TRUE(s6);
+  EXPECT_EQ(s6->removed, 2u);  // check:d6 and check:d7, past the young check:d5
+  EXPECT_EQ(s6->watermark, min_id + 9);
+  EXPECT_TRUE(s6->more);
+  auto s6b = repo->prune_events(std::chrono::system_clock::now() + std::chrono::minutes{1},
+                                s6->watermark, 3, kept);
+  ASSERT_TRUE(s6b);
+  EXPECT_EQ(s6b->removed, 0u);
+  EXPECT_FALSE(s6b->more);
+  EXPECT_EQ(rows(), (std::vector<std::string>{"command:alice", "upload:alice", "check:d5"}));
+
+  // Nothing after the watermark (the table was emptied, or restored with lower ids): the
+  // next step starts from the beginning.
+  auto s7 = repo->prune_events(cutoff, min_id + 1000, 10, kept);
+  ASSERT_TRUE(s7);
+  EXPECT_EQ(s7->removed, 0u);
+  EXPECT_EQ(s7->watermark, 0);
+  EXPECT_FALSE(s7->more);
 }
 
 TEST_F(store_test, prune_events_skips_while_another_instance_prunes) {
@@ -1311,13 +1337,13 @@ TEST_F(store_test, prune_events_skips_while_another_instance_prunes) {
     pqxx::connection other{url()};
     pqxx::work tx{other};
     tx.exec("SELECT pg_advisory_xact_lock(hashtextextended('otter-prune-events', 0))");
-    auto step = repo->prune_events(cutoff, 0, 10);
+    auto step = repo->prune_events(cutoff, 0, 10, {});
     ASSERT_TRUE(step) << step.error().message;
     EXPECT_TRUE(step->skipped);
     EXPECT_EQ(step->removed, 0u);
     EXPECT_EQ(step->watermark, 0);
   }
-  auto step = repo->prune_events(cutoff, 0, 10);
+  auto step = repo->prune_events(cutoff, 0, 10, {});
   ASSERT_TRUE(step);
   EXPECT_FALSE(step->skipped);
   EXPECT_EQ(step->removed, 1u);

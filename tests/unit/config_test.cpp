@@ -388,14 +388,18 @@ TEST(config, event_retention) {
   EXPECT_EQ(load_ok({"--event-retention", "1d"}, required()).event_retention, std::chrono::days{1});
   EXPECT_EQ(load_ok({"--event-retention", "3650d"}, required()).event_retention,
             std::chrono::days{3650});
-  EXPECT_NE(env_error("OTTER_EVENT_RETENTION", "12h").find("too short"), std::string::npos);
+  EXPECT_NE(env_error("OTTER_EVENT_RETENTION", "12h").find("expected 1d..3650d, or 0"),
+            std::string::npos);
   EXPECT_NE(env_error("OTTER_EVENT_RETENTION", "3651d").find("out of range"), std::string::npos);
   EXPECT_NE(env_error("OTTER_EVENT_RETENTION", "forever").find("not a duration"),
             std::string::npos);
   // Offers restore chunk grants after a restart for as long as a manifest is valid.
   auto r = load({"--event-retention", "2d", "--manifest-ttl", "7d"}, fake_env(required()));
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.error().message.find("OTTER_MANIFEST_TTL"), std::string::npos) << r.error().message;
+  EXPECT_NE(r.error().message.find("OTTER_EVENT_RETENTION (--event-retention) 2d is shorter than "
+                                   "OTTER_MANIFEST_TTL (--manifest-ttl) 7d"),
+            std::string::npos)
+      << r.error().message;
   EXPECT_EQ(load_ok({"--event-retention", "0", "--manifest-ttl", "7d"}, required())
                 .event_retention.count(),
             0);

@@ -104,6 +104,8 @@ TEST(commands_names, known_and_read_only_match_protocol_md) {
     EXPECT_FALSE(is_known_command(c)) << c;
     EXPECT_FALSE(is_read_only_command(c)) << c;
   }
+  const auto changing = changing_commands();
+  EXPECT_EQ(std::set<std::string>(changing.begin(), changing.end()), writes);
 }
 
 TEST(commands_names, rollout_states) {
