@@ -78,7 +78,7 @@ struct service::impl {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 
   store::repository repo;          // commands (admin thread)
-  store::repository catalog_repo;  // catalog reloads (any thread, serialised below)
+  store::repository catalog_repo;  // catalog reloads (serialised below), the listener's reads
   std::mutex reload_mu;
   catalog_source catalog;
   device_registry devices;
@@ -335,12 +335,30 @@ struct service::impl {
   // come here.
   void on_device_notes(const std::string& payload) {
     std::size_t n = 0;
-    for (const auto& note : store::parse_device_notification(payload)) {
+    for (auto& note : store::parse_device_notification(payload)) {
       if (note.origin == cfg.instance) continue;
+      if (note.attrs_left_out) read_back_attrs(note);
       devices.apply(note);
       ++n;
     }
     if (n) spdlog::debug("decision=device_notes_shared notes={}", n);
+  }
+
+  // A note too long for NOTIFY came without the device's attributes; the row holds them (the
+  // note was sent when it committed). Without them a group rollout would answer that device
+  // here as if it had none.
+  void read_back_attrs(store::device_note& note) {
+    auto dev = catalog_repo.get_device(note.device);
+    if (dev && dev->contains("attrs") && (*dev)["attrs"].is_object()) {
+      note.attrs = (*dev)["attrs"];
+      spdlog::info("decision=device_attrs_read device={} reason=\"too long for a note\"",
+                   note.device);
+    } else {
+      spdlog::warn(
+          "decision=device_attrs_unknown device={} reason=\"too long for a note and not read: "
+          "{}\"",
+          note.device, dev ? "no attributes stored" : dev.error().message);
+    }
   }
 
   void start_http() {

@@ -174,11 +174,12 @@ std::vector<std::string> device_notifications(const std::vector<const device_not
     }
     auto item = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     if (item.size() + 2 > kMaxNotifyPayload && j.contains("a")) {
-      // Sixteen long attributes of escaped characters can pass 8000 bytes: the model and
-      // version still go; the other instances keep the attributes they knew.
-      spdlog::warn("store: device note for {} sent without its attributes (too long for NOTIFY)",
+      // Sixteen long attributes of escaped or 4-byte characters can pass 8000 bytes: the
+      // note goes without them, saying so, and the other instances read them from the row.
+      spdlog::info("store: device note for {} sent without its attributes (too long for NOTIFY)",
                    n->device);
       j.erase("a");
+      j["x"] = true;
       item = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
     items.push_back(std::move(item));
@@ -213,6 +214,8 @@ std::vector<device_note> parse_device_notification(std::string_view payload) {
         if (!a->is_object()) continue;
         n.attrs = *a;
       }
+      if (const auto x = it.find("x"); x != it.end() && x->is_boolean())
+        n.attrs_left_out = x->get<bool>();
     } else if (*k == "status") {
       const auto* st = text(it, "st");
       const auto r = it.find("r");

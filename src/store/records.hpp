@@ -89,6 +89,9 @@ struct device_note {
   std::string model;                    // check
   std::string version;                  // check: what the device runs; status: what it reports
   std::optional<nlohmann::json> attrs;  // check, when the device sent them
+  // check: it sent attributes too long for NOTIFY; they are in the devices row, which was
+  // committed with the note.
+  bool attrs_left_out = false;
   std::optional<std::int64_t> rollout;  // status
   std::string state;                    // status
   time_point at{};                      // when the message was handled

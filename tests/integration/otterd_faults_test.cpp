@@ -371,6 +371,40 @@ TEST_F(faults_test, two_instances_share_what_they_learn_of_devices) {
   EXPECT_EQ(second.stop(), 0);
 }
 
+// Attributes too long for a note (PostgreSQL's NOTIFY takes under 8000 bytes) travel by the
+// devices row: the other instance reads them back, so the device stays in its group there.
+TEST_F(faults_test, attributes_too_long_for_a_note_are_read_back_by_the_other_instance) {
+  add_release(kModel, "1.5.0", "big-attrs-image");
+  auto second_ptr = start_two_instances();
+  ASSERT_FALSE(HasFailure());
+  auto& second = *second_ptr;
+  create_rollout(kModel, "1.5.0", {{"type", "group"}, {"attrs", {{"site", "x"}}}});
+  std::this_thread::sleep_for(1s);
+  nlohmann::json attrs = {{"site", "x"}};
+  std::string wide;  // 128 characters of 4 bytes each in UTF-8
+  for (int i = 0; i < 128; ++i) wide += "\xF0\x9F\x98\x80";
+  for (int i = 0; i < 15; ++i) attrs["k" + std::to_string(i)] = wide;
+
+  for (int n = 0; n < 2; ++n) {
+    const std::string id = "wide-" + std::to_string(n);
+    device d(env_, *topics_, id);
+    d.connect_started();
+    auto first = d.check(*pub_, kModel, "1.0.0", attrs);
+    ASSERT_TRUE(first) << id;
+    ASSERT_EQ(first->answer["update"], true) << id;
+    std::this_thread::sleep_for(400ms);
+    // Consecutive checks go to both instances in turn.
+    for (int i = 0; i < 4; ++i) {
+      auto o = d.check(*pub_, kModel, "1.0.0");
+      ASSERT_TRUE(o) << id;
+      EXPECT_EQ(o->answer["update"], true) << id << ": check " << i << " without attributes";
+    }
+  }
+  EXPECT_NE((otterd_->log() + second.log()).find("decision=device_attrs_read device=wide-0"),
+            std::string::npos);
+  EXPECT_EQ(second.stop(), 0);
+}
+
 // A device reports right after the offer, without "rollout"; the report may reach the other
 // instance before the offer's note does (it travels when the offering instance's batch
 // commits). There it waits for the note, and the device's next report on that instance waits

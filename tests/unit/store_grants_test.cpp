@@ -103,7 +103,7 @@ TEST(store_device_notes, round_trip_in_payloads_under_the_notify_limit) {
 }
 
 // A note PostgreSQL would refuse (> 8000 bytes) would fail the whole batch: its attributes
-// are left out, its model and version still go.
+// are left out, saying so (the receivers read them from the row), its model and version go.
 TEST(store_device_notes, a_note_too_long_to_notify_goes_without_attributes_and_junk_is_skipped) {
   device_note big;
   big.origin = "a";
@@ -119,6 +119,8 @@ TEST(store_device_notes, a_note_too_long_to_notify_goes_without_attributes_and_j
   const auto back = parse_device_notification(payloads[0]);
   ASSERT_EQ(back.size(), 2u);
   EXPECT_FALSE(back[0].attrs);
+  EXPECT_TRUE(back[0].attrs_left_out);
+  EXPECT_FALSE(back[1].attrs_left_out);
   EXPECT_EQ(back[0].model, "m");
   EXPECT_EQ(back[0].version, "1.0.0");
   EXPECT_TRUE(parse_device_notification(
