@@ -589,7 +589,7 @@ const std::vector<option_spec>& specs() {
        },
        [](const settings& s) { return std::to_string(s.upload_gc.count()) + "s"; }},
       {"OTTER_EVENT_RETENTION", "event-retention", "DURATION", "30d",
-       "events older than this are deleted, except uploads and the commands that change "
+       "events older than this are deleted, except successful uploads and commands that change "
        "something (1d..3650d, at least OTTER_MANIFEST_TTL); 0 keeps every event",
        false, false,
        [](settings& s, const std::string& v) {

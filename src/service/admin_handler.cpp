@@ -75,13 +75,13 @@ void admin_handler::run() {
   auto next_gc = std::chrono::steady_clock::now();
   const bool pruning = s_.event_retention.count() > 0;
   auto next_prune = pruning ? next_gc : std::chrono::steady_clock::time_point::max();
-  // Stopping finishes the queued commands, without prune steps between them.
+  // Stopping finishes the queued commands, without housekeeping between them.
   const auto stopping = [this] {
     std::lock_guard lock(mu_);
     return stopping_;
   };
   for (;;) {
-    if (std::chrono::steady_clock::now() >= next_gc) {
+    if (std::chrono::steady_clock::now() >= next_gc && !stopping()) {
       try {
         collect_uploads(d_.time.now());
       } catch (const std::exception& e) {
@@ -107,7 +107,14 @@ void admin_handler::run() {
       std::unique_lock lock(mu_);
       cv_.wait_until(lock, next_due, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) {
-        if (stopping_) return;
+        if (stopping_) {
+          if (pruned_in_round_ > 0)
+            spdlog::info(
+                "decision=events_pruned removed={} reason=\"OTTER_EVENT_RETENTION; "
+                "the round was cut short by the stop\"",
+                pruned_in_round_);
+          return;
+        }
         continue;  // time to collect or prune
       }
       j = std::move(queue_.front());
@@ -144,7 +151,7 @@ std::vector<std::string> admin_handler::collect_uploads(clock::time_point now) {
 bool admin_handler::prune_events(clock::time_point now) {
   static const auto kept = protocol::changing_commands();
   const auto cutoff = now - s_.event_retention;
-  auto step = d_.repo.prune_events(cutoff, prune_after_, s_.prune_window, kept);
+  auto step = d_.repo.prune_events(cutoff, s_.prune_batch, kept);
   if (!step || step->skipped) {
     if (!step)
       spdlog::warn("decision=events_prune_skipped reason=\"{}\"", step.error().message);
@@ -158,13 +165,12 @@ bool admin_handler::prune_events(clock::time_point now) {
     pruned_in_round_ = 0;
     return false;
   }
-  prune_after_ = step->watermark;
   pruned_in_round_ += step->removed;
   d_.counters.events_pruned += step->removed;
   if (!step->more && pruned_in_round_ > 0) {
     spdlog::info(
         "decision=events_pruned removed={} older_than={} reason=\"OTTER_EVENT_RETENTION ({}s); "
-        "uploads and changing commands are kept\"",
+        "successful uploads and changing commands are kept\"",
         pruned_in_round_, store::to_rfc3339(cutoff), s_.event_retention.count());
     pruned_in_round_ = 0;
   }

@@ -51,10 +51,10 @@ struct admin_settings {
   // collection runs when the worker starts and then every gc_interval.
   std::chrono::seconds upload_gc{24 * 3600};
   std::chrono::seconds gc_interval{60};
-  // OTTER_EVENT_RETENTION (0: keep every event). Pruning runs with the collection, a window
+  // OTTER_EVENT_RETENTION (0: keep every event). Pruning runs with the collection, a batch
   // of events per step; while old events remain, steps follow each other prune_pause apart.
   std::chrono::seconds event_retention{0};
-  std::size_t prune_window = 5000;
+  std::size_t prune_batch = 5000;
   std::chrono::milliseconds prune_pause{100};
 };
 
@@ -109,9 +109,8 @@ class admin_handler {
   std::deque<job> queue_;
   bool stopping_ = false;
   std::thread thread_;
-  // Event retention, touched by the worker thread only: where the next step starts, and what
-  // this round of steps removed (logged when the round ends).
-  std::int64_t prune_after_ = 0;
+  // Event retention, touched by the worker thread only: what this round of steps removed
+  // (logged when the round ends).
   std::uint64_t pruned_in_round_ = 0;
 };
 

@@ -41,15 +41,16 @@ constexpr const char* kDeleteUnreferencedUpload =
 // Event retention (prune_events): one instance at a time prunes; the others skip the round.
 constexpr const char* kTryLockPrune =
     "SELECT pg_try_advisory_xact_lock(hashtextextended('otter-prune-events', 0))";
-// The next rows in id order (ids follow recording order, so the oldest come first), whether
-// each is older than the cutoff, and whether it is kept: an upload, or a command among $4
-// (those that change something: the audit trail; reads such as a dashboard's metrics.get
-// every few seconds would otherwise grow the table forever).
-constexpr const char* kPruneWindow =
-    "SELECT id, at < to_timestamp($2::bigint / 1000.0), "
-    "  kind = 'upload' OR (kind = 'command' AND data->>'cmd' = ANY($4::text[])) "
-    "FROM events WHERE id > $1 ORDER BY id LIMIT $3";
-constexpr const char* kPruneDelete = "DELETE FROM events WHERE id = ANY($1::bigint[])";
+// Up to $2 events recorded before $1, oldest first by the events_at index, except the audit
+// trail: successful uploads, and successful commands among $3 (those that change something;
+// reads such as a dashboard's metrics.get every few seconds would otherwise grow the table
+// forever). A row without "ok" or "cmd" is not kept (coalesce: NULL would be neither).
+constexpr const char* kPruneStep =
+    "DELETE FROM events WHERE id IN ("
+    "  SELECT id FROM events WHERE at < to_timestamp($1::bigint / 1000.0) "
+    "    AND NOT coalesce(kind IN ('command', 'upload') AND data->>'ok' = 'true' "
+    "                     AND (kind = 'upload' OR data->>'cmd' = ANY($3::text[])), false) "
+    "  ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)";
 // One lock per image, across instances, until the transaction ends.
 constexpr const char* kLockImage = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))";
 void lock_image(pqxx::work& tx, const std::string& sha256) {
@@ -420,55 +421,30 @@ result<std::vector<std::string>> repository::delete_unreferenced_uploads(
 }
 
 result<repository::prune_step> repository::prune_events(
-    std::chrono::system_clock::time_point cutoff, std::int64_t after, std::size_t window,
+    std::chrono::system_clock::time_point cutoff, std::size_t batch,
     const std::vector<std::string>& kept_commands) {
-  if (window == 0) throw std::invalid_argument("prune_events: an empty window never ends");
+  if (batch == 0) throw std::invalid_argument("prune_events: an empty batch never ends");
   const auto cutoff_ms = static_cast<std::int64_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count());
   std::string kept = "{";
   for (const auto& c : kept_commands) {
+    // Command names are [a-z.]; anything else would need quoting in the array literal.
+    if (c.empty() || c.find_first_not_of("abcdefghijklmnopqrstuvwxyz.") != std::string::npos)
+      throw std::invalid_argument("prune_events: not a command name: " + c);
     if (kept.size() > 1) kept += ',';
-    kept += '"' + c + '"';  // command names are [a-z.]: nothing to escape
+    kept += c;
   }
   kept += '}';
   return with_connection([&](pqxx::connection& c) -> result<prune_step> {
     prune_step step;
-    step.watermark = after;
     pqxx::work tx{c};
     if (!tx.exec1(kTryLockPrune)[0].as<bool>()) {
       step.skipped = true;
       return step;
     }
-    const auto rows = tx.exec_params(kPruneWindow, after, cutoff_ms, window, kept);
-    // Nothing after the watermark: the table was emptied (TRUNCATE, a restore) or has been
-    // idle for the whole retention; the next step starts from the beginning again.
-    if (rows.empty()) {
-      step.watermark = 0;
-      return step;
-    }
-    std::string ids = "{";
-    bool young = false;
-    for (const auto& r : rows) {
-      const auto id = r[0].as<std::int64_t>();
-      // Ids follow recording order and `at` mostly does too, but not exactly: the writer
-      // records what waited out a database outage with its own older times, and instances'
-      // clocks differ. So a young row only stops the watermark; old rows past it in this
-      // window still go, and later windows start at the young row again.
-      if (!r[1].as<bool>()) {
-        young = true;
-        continue;
-      }
-      if (!young) step.watermark = id;
-      if (r[2].as<bool>()) continue;
-      if (step.removed++ > 0) ids += ',';
-      ids += std::to_string(id);
-    }
-    ids += '}';
-    if (step.removed > 0) tx.exec_params0(kPruneDelete, ids);
+    step.removed = tx.exec_params(kPruneStep, cutoff_ms, batch, kept).affected_rows();
     tx.commit();
-    // A full window that removed something may have more behind it; one that removed
-    // nothing is all young or kept rows past the watermark, and waits for the next round.
-    step.more = rows.size() == window && (step.removed > 0 || !young);
+    step.more = step.removed == batch;
     return step;
   });
 }

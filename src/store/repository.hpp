@@ -93,20 +93,17 @@ class repository {
   // failure keeps the row), and returns their sha256s.
   result<std::vector<std::string>> delete_unreferenced_uploads(
       std::chrono::system_clock::time_point cutoff, const file_step& remove_file = {});
-  // Event retention: one step of deleting the events recorded before `cutoff`, except the
-  // audit trail: uploads and the commands named in `kept_commands`. It looks at the next
-  // `window` events after id `after` in id order. `watermark` is the last id before the
-  // first young (not old) one it saw, the next step's `after`; 0 when nothing follows `after`.
-  // `more`: another step right away may remove more. `skipped`: another instance holds the
-  // pruning lock for its own step.
+  // Event retention: one step deleting up to `batch` events recorded before `cutoff`, oldest
+  // first, except the audit trail: successful uploads, and successful commands named in
+  // `kept_commands`. `more`: the step was full, so another may find more. `skipped`: another
+  // instance holds the pruning lock for its own step. Rows are found by their time (the
+  // events_at index), so late batches and clocks running ahead hold nothing up.
   struct prune_step {
     std::uint64_t removed = 0;
-    std::int64_t watermark = 0;
     bool more = false;
     bool skipped = false;
   };
-  result<prune_step> prune_events(std::chrono::system_clock::time_point cutoff, std::int64_t after,
-                                  std::size_t window,
+  result<prune_step> prune_events(std::chrono::system_clock::time_point cutoff, std::size_t batch,
                                   const std::vector<std::string>& kept_commands);
   // conflict if (model, canonical version) exists; not_found if the upload is unknown.
   // `check_file` (optional) runs under the image's lock: the image file must be there.

@@ -361,9 +361,9 @@ TEST_F(devices_test, old_events_are_pruned_and_the_audit_trail_kept) {
         "(now() - interval '40 days', 'check', 'old-dev', NULL, '{}'), "
         "(now() - interval '40 days', 'offer', 'old-dev', NULL, '{}'), "
         "(now() - interval '40 days', 'command', NULL, 'old-admin', "
-        "  '{\"cmd\": \"rollout.cancel\"}'), "
+        "  '{\"cmd\": \"rollout.cancel\", \"ok\": true}'), "
         "(now() - interval '40 days', 'command', NULL, 'old-viewer', "
-        "  '{\"cmd\": \"metrics.get\"}'), "
+        "  '{\"cmd\": \"metrics.get\", \"ok\": true}'), "
         "(now() - interval '2 days', 'check', 'new-dev', NULL, '{}')");
     tx.commit();
   }

@@ -262,6 +262,43 @@ TEST_F(store_test, migrate_applies_only_new_ones_in_order) {
   EXPECT_EQ(query(url(), "SELECT z FROM c")[0][0].as<int>(), 3);
 }
 
+// README "Upgrading": an operator may build the B-tree on events.at beforehand, concurrently;
+// migration 006 then leaves it as it is. Otherwise 006 builds it and drops the BRIN index.
+TEST_F(store_test, events_at_btree_migration_keeps_an_index_built_beforehand) {
+  const auto& all = store::embedded_migrations();
+  const auto upto = [&](const std::string& last) {
+    std::vector<store::migration> v;
+    for (const auto& m : all)
+      if (m.name <= last) v.push_back(m);
+    return v;
+  };
+  pqxx::connection c{url()};
+  store::migrate(c, upto("005_rollout_devices_status_at"));
+  const auto indexes = [&] {
+    std::vector<std::string> out;
+    for (const auto& r : query(url(),
+                               "SELECT indexname || ' ' || indexdef FROM pg_indexes "
+                               "WHERE tablename = 'events' AND indexdef LIKE '%(at)%' "
+                               "ORDER BY indexname"))
+      out.push_back(r[0].as<std::string>());
+    return out;
+  };
+  ASSERT_EQ(indexes().size(), 1u);
+  EXPECT_NE(indexes()[0].find("USING brin"), std::string::npos);
+  query(url(), "CREATE INDEX CONCURRENTLY events_at_btree ON events (at)");
+  query(url(), "DROP INDEX CONCURRENTLY events_at");
+  query(url(), "ALTER INDEX events_at_btree RENAME TO events_at");
+  const auto oid = query(url(), "SELECT 'events_at'::regclass::oid")[0][0].as<std::int64_t>();
+  const auto applied = store::migrate(c);
+  ASSERT_FALSE(applied.empty());
+  EXPECT_EQ(applied.front(), "006_events_at_btree");
+  ASSERT_EQ(indexes().size(), 1u);
+  EXPECT_NE(indexes()[0].find("events_at CREATE INDEX events_at ON public.events USING btree (at)"),
+            std::string::npos)
+      << indexes()[0];
+  EXPECT_EQ(query(url(), "SELECT 'events_at'::regclass::oid")[0][0].as<std::int64_t>(), oid);
+}
+
 TEST_F(store_test, failed_migration_applies_nothing) {
   pqxx::connection c{url()};
   std::vector<store::migration> bad{{"001_a", "CREATE TABLE a (x int);"},
@@ -1237,23 +1274,28 @@ TEST_F(store_test, devices_status_and_events_listing) {
 // ---------------------------------------------------------------------------------------------
 // repository: start-up loads
 
-TEST_F(store_test, prune_events_removes_old_events_in_id_order_and_keeps_the_audit_trail) {
+TEST_F(store_test, prune_events_removes_old_events_oldest_first_and_keeps_the_audit_trail) {
   auto repo = open_repo();
   const std::vector<std::string> kept = {"release.add", "rollout.pause"};
-  // Old events (an upload and a changing command among them, and a read command), then two
-  // young ones, then an old straggler recorded after them (another instance's late batch).
+  // Old events, among them the audit trail (a successful change, a successful upload) and
+  // what is not (a read, a refused change, a refused upload, a command row without "ok" or
+  // "cmd"); then a young one, one from a clock running an hour ahead, and an old one recorded
+  // after them (a late batch).
   query(url(),
         "INSERT INTO events (at, kind, device, actor, data) VALUES "
-        "(now() - interval '40 days', 'check', 'd1', NULL, '{}'), "
-        "(now() - interval '40 days', 'command', NULL, 'alice', '{\"cmd\": \"rollout.pause\"}'), "
-        "(now() - interval '40 days', 'command', NULL, 'bob', '{\"cmd\": \"metrics.get\"}'), "
-        "(now() - interval '39 days', 'offer', 'd1', NULL, '{}'), "
-        "(now() - interval '39 days', 'upload', NULL, 'alice', '{}'), "
-        "(now() - interval '38 days', 'status', 'd2', NULL, '{}'), "
-        "(now() - interval '38 days', 'chunk', 'd2', NULL, '{}'), "
-        "(now() - interval '31 days', 'error', 'd3', NULL, '{}'), "
-        "(now() - interval '1 day', 'check', 'd1', NULL, '{}'), "
-        "(now(), 'offer', 'd1', NULL, '{}'), "
+        "(now() - interval '50 days', 'check', 'd1', NULL, '{}'), "
+        "(now() - interval '49 days', 'command', NULL, 'alice', "
+        "  '{\"cmd\": \"rollout.pause\", \"ok\": true}'), "
+        "(now() - interval '48 days', 'command', NULL, 'bob', "
+        "  '{\"cmd\": \"metrics.get\", \"ok\": true}'), "
+        "(now() - interval '47 days', 'command', NULL, 'carol', "
+        "  '{\"cmd\": \"release.add\", \"ok\": false}'), "
+        "(now() - interval '46 days', 'command', NULL, 'dave', '{}'), "
+        "(now() - interval '45 days', 'upload', NULL, 'alice', '{\"ok\": true}'), "
+        "(now() - interval '44 days', 'upload', NULL, 'erin', '{\"ok\": false}'), "
+        "(now() - interval '40 days', 'offer', 'd1', NULL, '{}'), "
+        "(now() - interval '1 day', 'check', 'd2', NULL, '{}'), "
+        "(now() + interval '1 hour', 'check', 'd3', NULL, '{}'), "
         "(now() - interval '35 days', 'check', 'd4', NULL, '{}')");
   const auto rows = [&] {
     std::vector<std::string> out;
@@ -1262,70 +1304,38 @@ TEST_F(store_test, prune_events_removes_old_events_in_id_order_and_keeps_the_aud
       out.push_back(r[0].as<std::string>());
     return out;
   };
-  const auto min_id = query(url(), "SELECT min(id) FROM events")[0][0].as<std::int64_t>();
   const auto cutoff = std::chrono::system_clock::now() - std::chrono::days{30};
 
-  // A window of 3, all old: the check and the read command go, the change stays; a full
-  // window that removed something may have more behind it.
-  auto s1 = repo->prune_events(cutoff, 0, 3, kept);
+  // A batch of 3 takes the three oldest that may go; a full batch may have more behind it.
+  auto s1 = repo->prune_events(cutoff, 3, kept);
   ASSERT_TRUE(s1) << s1.error().message;
-  EXPECT_EQ(s1->removed, 2u);
-  EXPECT_EQ(s1->watermark, min_id + 2);
+  EXPECT_EQ(s1->removed, 3u);
   EXPECT_TRUE(s1->more);
   EXPECT_FALSE(s1->skipped);
+  EXPECT_EQ(rows(), (std::vector<std::string>{"command:alice", "command:dave", "upload:alice",
+                                              "upload:erin", "offer:d1", "check:d2", "check:d3",
+                                              "check:d4"}));
 
-  // From the watermark: the first young row stops the watermark, and the old straggler past
-  // it goes too.
-  auto s2 = repo->prune_events(cutoff, s1->watermark, 10, kept);
+  // The rest, the late one included; the young and the one from the future stay.
+  auto s2 = repo->prune_events(cutoff, 100, kept);
   ASSERT_TRUE(s2) << s2.error().message;
-  EXPECT_EQ(s2->removed, 5u);
-  EXPECT_EQ(s2->watermark, min_id + 7);
+  EXPECT_EQ(s2->removed, 4u);
   EXPECT_FALSE(s2->more);
   EXPECT_EQ(rows(),
-            (std::vector<std::string>{"command:alice", "upload:alice", "check:d1", "offer:d1"}));
+            (std::vector<std::string>{"command:alice", "upload:alice", "check:d2", "check:d3"}));
 
-  // Only young rows after the watermark: nothing moves.
-  auto s3 = repo->prune_events(cutoff, s2->watermark, 10, kept);
+  auto s3 = repo->prune_events(cutoff, 100, kept);
   ASSERT_TRUE(s3);
   EXPECT_EQ(s3->removed, 0u);
-  EXPECT_EQ(s3->watermark, s2->watermark);
   EXPECT_FALSE(s3->more);
 
-  // A young row ahead of a full window's old ones (a clock running ahead): they go, the
-  // watermark waits before the young row, and the next step goes on from there.
-  query(url(),
-        "INSERT INTO events (at, kind, device) VALUES (now() + interval '1 hour', 'check', 'd5'), "
-        "(now() - interval '40 days', 'check', 'd6'), (now() - interval '40 days', 'check', 'd7')");
-  auto s4 = repo->prune_events(cutoff, s2->watermark, 3, kept);
+  // Without kept commands only uploads stay; a name that would need quoting is refused.
+  auto s4 = repo->prune_events(std::chrono::system_clock::now() + std::chrono::days{1}, 100, {});
   ASSERT_TRUE(s4);
-  EXPECT_EQ(s4->removed, 0u);  // the window is check:d1, offer:d1 and the young check:d5
-  EXPECT_FALSE(s4->more);
-  auto s5 = repo->prune_events(std::chrono::system_clock::now() + std::chrono::minutes{1},
-                               s2->watermark, 3, kept);
-  ASSERT_TRUE(s5);
-  EXPECT_EQ(s5->removed, 2u);  // check:d1 and offer:d1; check:d5 is still young
-  EXPECT_EQ(s5->watermark, min_id + 9);
-  EXPECT_TRUE(s5->more);
-  auto s6 = repo->prune_events(std::chrono::system_clock::now() + std::chrono::minutes{1},
-                               s5->watermark, 3, kept);
-  ASSERT_TRUE(s6);
-  EXPECT_EQ(s6->removed, 2u);  // check:d6 and check:d7, past the young check:d5
-  EXPECT_EQ(s6->watermark, min_id + 9);
-  EXPECT_TRUE(s6->more);
-  auto s6b = repo->prune_events(std::chrono::system_clock::now() + std::chrono::minutes{1},
-                                s6->watermark, 3, kept);
-  ASSERT_TRUE(s6b);
-  EXPECT_EQ(s6b->removed, 0u);
-  EXPECT_FALSE(s6b->more);
-  EXPECT_EQ(rows(), (std::vector<std::string>{"command:alice", "upload:alice", "check:d5"}));
-
-  // Nothing after the watermark (the table was emptied, or restored with lower ids): the
-  // next step starts from the beginning.
-  auto s7 = repo->prune_events(cutoff, min_id + 1000, 10, kept);
-  ASSERT_TRUE(s7);
-  EXPECT_EQ(s7->removed, 0u);
-  EXPECT_EQ(s7->watermark, 0);
-  EXPECT_FALSE(s7->more);
+  EXPECT_EQ(s4->removed, 3u);
+  EXPECT_EQ(rows(), (std::vector<std::string>{"upload:alice"}));
+  EXPECT_THROW((void)repo->prune_events(cutoff, 10, {"a\"b"}), std::invalid_argument);
+  EXPECT_THROW((void)repo->prune_events(cutoff, 0, kept), std::invalid_argument);
 }
 
 TEST_F(store_test, prune_events_skips_while_another_instance_prunes) {
@@ -1338,13 +1348,12 @@ TEST_F(store_test, prune_events_skips_while_another_instance_prunes) {
     pqxx::connection other{url()};
     pqxx::work tx{other};
     tx.exec("SELECT pg_advisory_xact_lock(hashtextextended('otter-prune-events', 0))");
-    auto step = repo->prune_events(cutoff, 0, 10, {});
+    auto step = repo->prune_events(cutoff, 10, {});
     ASSERT_TRUE(step) << step.error().message;
     EXPECT_TRUE(step->skipped);
     EXPECT_EQ(step->removed, 0u);
-    EXPECT_EQ(step->watermark, 0);
   }
-  auto step = repo->prune_events(cutoff, 0, 10, {});
+  auto step = repo->prune_events(cutoff, 10, {});
   ASSERT_TRUE(step);
   EXPECT_FALSE(step->skipped);
   EXPECT_EQ(step->removed, 1u);
