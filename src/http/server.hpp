@@ -2,8 +2,9 @@
 // HTTP image download (PROTOCOL.md `url` claim) and /healthz, on httplib's own thread pool.
 //   GET/HEAD /v1/images/<sha256>?d=&exp=&t=  -> 200 / 206 / 403 / 404 / 416
 //   GET /healthz                              -> 200 or 503 with {"mqtt": bool, "db": bool}
-// The token is checked before the file system is touched, and the file is named only by
-// path_of(validated sha256). Bodies are streamed by pread in 64 KiB pieces.
+// The file is named only by path_of(validated sha256); it is opened before the token is
+// checked, so that an unknown image is 404 whatever the link (README). Bodies are streamed by
+// pread.
 #include <cstdint>
 #include <filesystem>
 #include <functional>

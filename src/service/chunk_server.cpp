@@ -1,6 +1,7 @@
 #include "service/chunk_server.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -26,6 +27,7 @@ chunk_server::chunk_server(const protocol::topics& topics, image_store& images, 
 chunk_server::~chunk_server() {
   stop();
   for (auto& [sha, fd] : fds_) ::close(fd);
+  for (int fd : retired_fds_) ::close(fd);
 }
 
 void chunk_server::start() {
@@ -232,13 +234,27 @@ void chunk_server::run() {
   }
 }
 
-int chunk_server::open_image(const std::string& sha256) {
+int chunk_server::open_image(const std::string& sha256, std::uint64_t size) {
   std::lock_guard lock(fd_mu_);
   auto it = fds_.find(sha256);
   if (it != fds_.end()) return it->second;
   const int fd = ::open(images_.path_of(sha256).c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) fds_[sha256] = fd;
+  if (fd < 0) return -1;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < size) {
+    ::close(fd);
+    return -1;
+  }
+  fds_[sha256] = fd;
   return fd;
+}
+
+void chunk_server::retire_image(const std::string& sha256) {
+  std::lock_guard lock(fd_mu_);
+  auto it = fds_.find(sha256);
+  if (it == fds_.end()) return;
+  retired_fds_.push_back(it->second);
+  fds_.erase(it);
 }
 
 bool chunk_server::stopping() const {
@@ -247,10 +263,12 @@ bool chunk_server::stopping() const {
 }
 
 void chunk_server::serve(const job& j) {
-  const int fd = open_image(j.sha256);
+  const int fd = open_image(j.sha256, j.size);
   if (fd < 0) {
-    spdlog::error("decision=chunk_failed device={} file={} reason=\"image file missing\"", j.device,
-                  j.file);
+    spdlog::error(
+        "decision=chunk_failed device={} file={} reason=\"image file missing or shorter than "
+        "its release says\"",
+        j.device, j.file);
     // Answered and recorded like any late refusal, with the request's req.
     refuse_late({refusal{j.device, j.req, make_error(errc::internal, "the image cannot be read")}});
     return;
@@ -264,7 +282,19 @@ void chunk_server::serve(const job& j) {
     while (got < n) {
       const ssize_t r = ::pread(fd, buf.data() + got, n - got, static_cast<off_t>(offset + got));
       if (r < 0 && errno == EINTR) continue;
-      if (r <= 0) throw std::runtime_error("short read from the image file");
+      if (r <= 0) {
+        // The file shrank since it was opened (damaged on disk): the device hears of it, what
+        // was sent counts, and the next request opens the file again.
+        spdlog::error(
+            "decision=chunk_failed device={} file={} offset={} reason=\"short read from the "
+            "image file\"",
+            j.device, j.file, offset + got);
+        retire_image(j.sha256);
+        refuse_late(
+            {refusal{j.device, j.req, make_error(errc::internal, "the image cannot be read")}});
+        record_progress(j, offset);
+        return;
+      }
       got += static_cast<std::size_t>(r);
     }
     // Stopping: what has room goes out, the rest is refused at once (a lost broker would

@@ -121,7 +121,12 @@ class chunk_server {
                             const std::string& file, bool& missing);
   void serve(const job& j);
   bool stopping() const;
-  int open_image(const std::string& sha256);
+  // The image's descriptor, opened once; -1 when the file is missing or shorter than `size`
+  // (damaged: not cached, so a repaired file is opened again).
+  int open_image(const std::string& sha256, std::uint64_t size);
+  // A read came up short: later requests open the file again. The descriptor stays open until
+  // the server goes (another worker may be reading through it).
+  void retire_image(const std::string& sha256);
   void record_progress(const job& j, std::uint64_t end);
 
   const protocol::topics& topics_;
@@ -149,6 +154,7 @@ class chunk_server {
 
   std::mutex fd_mu_;
   std::unordered_map<std::string, int> fds_;  // sha256 -> open image
+  std::vector<int> retired_fds_;
 };
 
 }  // namespace otter::service

@@ -51,7 +51,9 @@ result<image_store::stored> image_store::put(std::string_view bytes) {
   s.sha256 = crypto::sha256_hex(bytes);
   s.size = bytes.size();
   const auto final_path = dir_ / s.sha256;
-  if (contains(s.sha256)) {
+  // Stored once; a file of the wrong length (damaged on disk) is replaced by this one.
+  std::error_code ec;
+  if (contains(s.sha256) && std::filesystem::file_size(dir_ / s.sha256, ec) == s.size && !ec) {
     s.existed = true;
     return s;
   }

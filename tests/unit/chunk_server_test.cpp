@@ -3,6 +3,8 @@
 // rate_limited; once there is room again, everything requested goes out.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -181,6 +183,63 @@ TEST_F(chunk_server_test, a_worker_that_never_gets_room_gives_the_request_up_as_
   EXPECT_NE(refused[0].second.message.find("8192"), std::string::npos) << refused[0].second.message;
   EXPECT_EQ(out_.published(), 0u);
   EXPECT_EQ(server_->inflight_bytes(), 0u);
+}
+
+// An image file shorter than its release says (damaged on disk): the device is told at once,
+// never left waiting, whether the file was short when first opened or shrank later; and a
+// repaired file (the image uploaded again) is read again.
+TEST_F(chunk_server_test, a_damaged_image_file_is_refused_as_internal_and_a_repaired_one_served) {
+  chunk_settings s;
+  s.workers = 1;
+  make(s);
+  std::mutex mu;
+  std::vector<std::pair<std::string, error>> refused;
+  server_->on_late_refusal(
+      [&](const std::string& device, const std::optional<std::string>& req, const error& err) {
+        std::lock_guard lock(mu);
+        refused.emplace_back(device + "/" + req.value_or("-"), err);
+      });
+  const auto refusals = [&] {
+    std::lock_guard lock(mu);
+    return refused.size();
+  };
+  const auto wait_for = [&](const std::function<bool()>& pred) {
+    for (int i = 0; i < 300 && !pred(); ++i) std::this_thread::sleep_for(10ms);
+    return pred();
+  };
+  server_->start();
+  server_->authorize("d1", sha_, 256 * 1024, 1);
+  const auto path = images_->path_of(sha_);
+
+  // Short from the start: not opened for good.
+  std::filesystem::resize_file(path, 100 * 1024);
+  ASSERT_TRUE(ask("d1", 0, 1));
+  ASSERT_TRUE(wait_for([&] { return refusals() == 1; }));
+  EXPECT_EQ(out_.published(), 0u);
+
+  // Whole again: served, and the descriptor is kept.
+  auto again = images_->put(std::string(256 * 1024, 'z'));
+  ASSERT_TRUE(again);
+  EXPECT_FALSE(again->existed) << "a file of the wrong length must be replaced";
+  ASSERT_TRUE(ask("d1", 0, 2));
+  ASSERT_TRUE(wait_for([&] { return out_.published() == 2; }));
+
+  // Shrunk while open: a read past the new end is refused, not dropped.
+  std::filesystem::resize_file(path, 100 * 1024);
+  ASSERT_TRUE(ask("d1", 200 * 1024, 1));
+  ASSERT_TRUE(wait_for([&] { return refusals() == 2; }));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(refused[1].first, "d1/k-204800");
+    EXPECT_EQ(refused[1].second.code, errc::internal);
+  }
+  EXPECT_EQ(out_.published(), 2u);
+  EXPECT_TRUE(wait_for([&] { return server_->inflight_bytes() == 0; }));
+  // Repaired again: the next request opens the file anew and is served.
+  ASSERT_TRUE(images_->put(std::string(256 * 1024, 'z')));
+  ASSERT_TRUE(ask("d1", 200 * 1024, 1));
+  ASSERT_TRUE(wait_for([&] { return out_.published() == 3; }));
+  EXPECT_EQ(refusals(), 2u);
 }
 
 // A restore from the recorded offers (after the listener reconnects) may bring an older offer
