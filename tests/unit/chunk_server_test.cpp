@@ -89,6 +89,18 @@ class chunk_server_test : public ::testing::Test {
     server_ = std::make_unique<chunk_server>(topics_, *images_, out_, records_, clock_, counters_,
                                              s, "test");
   }
+  // Late refusals the server reports, as "device/req" and the error.
+  void collect_refusals() {
+    server_->on_late_refusal(
+        [this](const std::string& device, const std::optional<std::string>& req, const error& err) {
+          std::lock_guard lock(refused_mu_);
+          refused_.emplace_back(device + "/" + req.value_or("-"), err);
+        });
+  }
+  std::vector<std::pair<std::string, error>> refused() {
+    std::lock_guard lock(refused_mu_);
+    return refused_;
+  }
   result<void> ask(const std::string& device, std::uint64_t offset, std::uint32_t count) {
     protocol::chunk_request_msg m;
     m.req = "k-" + std::to_string(offset);
@@ -108,6 +120,8 @@ class chunk_server_test : public ::testing::Test {
   metrics counters_;
   std::unique_ptr<chunk_server> server_;
   std::string sha_, file_;
+  std::mutex refused_mu_;
+  std::vector<std::pair<std::string, error>> refused_;
 };
 
 TEST_F(chunk_server_test, a_broker_without_room_holds_requests_back_and_the_caps_refuse_more) {
@@ -156,31 +170,19 @@ TEST_F(chunk_server_test, a_worker_that_never_gets_room_gives_the_request_up_as_
   s.workers = 1;
   s.room_wait = 50ms;
   make(s);
-  std::mutex mu;
-  std::vector<std::pair<std::string, error>> refused;
-  server_->on_late_refusal(
-      [&](const std::string& device, const std::optional<std::string>& req, const error& err) {
-        std::lock_guard lock(mu);
-        refused.emplace_back(device + "/" + req.value_or("-"), err);
-      });
+  collect_refusals();
   server_->start();
   server_->authorize("d1", sha_, 256 * 1024, 1);
   out_.set_open(false);
   ASSERT_TRUE(ask("d1", 8192, 4));
-  for (int i = 0; i < 200; ++i) {
-    {
-      std::lock_guard lock(mu);
-      if (!refused.empty()) break;
-    }
-    std::this_thread::sleep_for(10ms);
-  }
+  for (int i = 0; i < 200 && refused().empty(); ++i) std::this_thread::sleep_for(10ms);
   // The credits come back once the worker is done with the request (just after the refusal).
   for (int i = 0; i < 200 && server_->inflight_bytes() > 0; ++i) std::this_thread::sleep_for(10ms);
-  std::lock_guard lock(mu);
-  ASSERT_EQ(refused.size(), 1u);
-  EXPECT_EQ(refused[0].first, "d1/k-8192");
-  EXPECT_EQ(refused[0].second.code, errc::unavailable);
-  EXPECT_NE(refused[0].second.message.find("8192"), std::string::npos) << refused[0].second.message;
+  const auto got = refused();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].first, "d1/k-8192");
+  EXPECT_EQ(got[0].second.code, errc::unavailable);
+  EXPECT_NE(got[0].second.message.find("8192"), std::string::npos) << got[0].second.message;
   EXPECT_EQ(out_.published(), 0u);
   EXPECT_EQ(server_->inflight_bytes(), 0u);
 }
@@ -192,17 +194,8 @@ TEST_F(chunk_server_test, a_damaged_image_file_is_refused_as_internal_and_a_repa
   chunk_settings s;
   s.workers = 1;
   make(s);
-  std::mutex mu;
-  std::vector<std::pair<std::string, error>> refused;
-  server_->on_late_refusal(
-      [&](const std::string& device, const std::optional<std::string>& req, const error& err) {
-        std::lock_guard lock(mu);
-        refused.emplace_back(device + "/" + req.value_or("-"), err);
-      });
-  const auto refusals = [&] {
-    std::lock_guard lock(mu);
-    return refused.size();
-  };
+  collect_refusals();
+  const auto refusals = [&] { return refused().size(); };
   const auto wait_for = [&](const std::function<bool()>& pred) {
     for (int i = 0; i < 300 && !pred(); ++i) std::this_thread::sleep_for(10ms);
     return pred();
@@ -228,11 +221,8 @@ TEST_F(chunk_server_test, a_damaged_image_file_is_refused_as_internal_and_a_repa
   std::filesystem::resize_file(path, 100 * 1024);
   ASSERT_TRUE(ask("d1", 200 * 1024, 1));
   ASSERT_TRUE(wait_for([&] { return refusals() == 2; }));
-  {
-    std::lock_guard lock(mu);
-    EXPECT_EQ(refused[1].first, "d1/k-204800");
-    EXPECT_EQ(refused[1].second.code, errc::internal);
-  }
+  EXPECT_EQ(refused()[1].first, "d1/k-204800");
+  EXPECT_EQ(refused()[1].second.code, errc::internal);
   EXPECT_EQ(out_.published(), 2u);
   EXPECT_TRUE(wait_for([&] { return server_->inflight_bytes() == 0; }));
   // Repaired again: the next request opens the file anew and is served.
