@@ -97,8 +97,11 @@ void device_handler::refuse_retained(const protocol::parsed_topic& topic,
 void device_handler::refuse_busy(const protocol::parsed_topic& topic, std::string_view payload) {
   refuse_unread(topic, payload,
                 make_error(errc::rate_limited,
-                           "too many of this device's messages are waiting; wait for the answers "
-                           "before sending more"));
+                           topic.kind == protocol::topic_kind::device_status
+                               ? "too many of this device's status reports are waiting; report "
+                                 "less often"
+                               : "too many of this device's messages are waiting; wait for the "
+                                 "answers before sending more"));
 }
 
 void device_handler::handle(const protocol::parsed_topic& topic, std::string_view payload) {

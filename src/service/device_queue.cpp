@@ -45,8 +45,10 @@ device_queue::admit device_queue::submit(const protocol::parsed_topic& topic,
                                          std::string_view payload) {
   auto& w = worker_of(topic.subject);
   std::unique_lock lock(w.mu);
-  if (auto it = w.waiting.find(topic.subject); it != w.waiting.end() && it->second >= per_device_ &&
-                                               topic.kind != protocol::topic_kind::device_status)
+  const std::size_t cap = topic.kind == protocol::topic_kind::device_status
+                              ? per_device_ * kStatusCapFactor
+                              : per_device_;
+  if (auto it = w.waiting.find(topic.subject); it != w.waiting.end() && it->second >= cap)
     return admit::device_busy;
   w.has_room.wait(lock, [&] { return w.stopping || w.queue.size() < limit_; });
   if (w.stopping) return admit::stopping;

@@ -34,9 +34,11 @@ class device_queue {
 
   void start();
   enum class admit { queued, device_busy, stopping };
-  // Queues a copy of the message for its device's worker. Status reports are never refused
-  // (PROTOCOL.md answers them only on error, so a device cannot pace them); they count,
-  // though, towards the device's cap.
+  // Queues a copy of the message for its device's worker. Status reports have a cap
+  // kStatusCapFactor times larger (PROTOCOL.md answers them only on error, so a device cannot
+  // pace them by answers; a device updating sends a handful), which still keeps one device
+  // from filling a worker's queue and so blocking every device's messages.
+  static constexpr std::size_t kStatusCapFactor = 8;
   admit submit(const protocol::parsed_topic& topic, std::string_view payload);
   // Runs `task` on the device's worker, in order with its messages (work that must not race
   // them, e.g. reports held for an offer another instance made). False once stopping.
