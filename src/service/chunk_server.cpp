@@ -102,7 +102,9 @@ void chunk_server::authorize_locked(const std::string& device, const std::string
   // A restore from the recorded offers, or another instance's late announcement, never takes
   // a newer offer of the same image back in time.
   if (g.sha256 != sha256 || at > g.offered) {
-    if (g.sha256 != sha256) g = grant{};
+    // A newer offer is a new download (after a failed install, say): its progress is recorded
+    // from the start again.
+    g = grant{};
     g.sha256 = sha256;
     g.size = size;
     g.rollout = rollout;
@@ -180,13 +182,16 @@ result<void> chunk_server::queue_locked(const std::string& device,
                                        std::to_string(g->size) + " bytes)");
   const std::uint64_t remaining = g->size - m.offset;
   const std::uint64_t bytes = std::min<std::uint64_t>(remaining, std::uint64_t(m.len) * m.count);
-  auto& mine = device_inflight_[device];
+  if (stopping_) return make_error(errc::unavailable, "the service is stopping; ask again shortly");
+  // Looked up, not created: a refused device leaves no entry behind.
+  const auto it = device_inflight_.find(device);
+  const std::uint64_t mine = it == device_inflight_.end() ? 0 : it->second;
   if (mine + bytes > s_.device_inflight_cap)
     return make_error(errc::rate_limited,
                       "too many chunks requested and not yet sent; wait for them, then ask again");
   if (total_inflight_ + bytes > s_.total_inflight_cap)
     return make_error(errc::rate_limited, "the server is busy sending; ask again shortly");
-  mine += bytes;
+  device_inflight_[device] = mine + bytes;
   total_inflight_ += bytes;
   queue_.push_back(
       job{device, file, g->sha256, g->size, m.offset, m.len, m.count, bytes, g->rollout, m.req});

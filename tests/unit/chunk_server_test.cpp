@@ -61,9 +61,22 @@ class gated_outbox final : public outbox {
   std::vector<std::pair<std::string, std::string>> published_;
 };
 
-class null_recorder final : public recorder {
+// Keeps the progress of the chunk events the server records.
+class progress_recorder final : public recorder {
  public:
-  bool submit(store::record_set&&) override { return true; }
+  bool submit(store::record_set&& set) override {
+    std::lock_guard lock(mu_);
+    for (const auto& e : set.events) progress_.push_back(e.data.value("progress", -1));
+    return true;
+  }
+  std::vector<int> progress() {
+    std::lock_guard lock(mu_);
+    return progress_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<int> progress_;
 };
 
 class chunk_server_test : public ::testing::Test {
@@ -115,7 +128,7 @@ class chunk_server_test : public ::testing::Test {
   std::filesystem::path dir_;
   std::unique_ptr<image_store> images_;
   gated_outbox out_;
-  null_recorder records_;
+  progress_recorder records_;
   manual_clock clock_{std::chrono::system_clock::now()};
   metrics counters_;
   std::unique_ptr<chunk_server> server_;
@@ -230,6 +243,31 @@ TEST_F(chunk_server_test, a_damaged_image_file_is_refused_as_internal_and_a_repa
   ASSERT_TRUE(ask("d1", 200 * 1024, 1));
   ASSERT_TRUE(wait_for([&] { return out_.published() == 3; }));
   EXPECT_EQ(refusals(), 2u);
+}
+
+// Events record a download's start and quarters once per offer; a newer offer of the same
+// image (the device checks again after a failed install) is a new download, recorded again.
+TEST_F(chunk_server_test, a_newer_offer_of_the_same_image_records_its_progress_again) {
+  make(chunk_settings{});
+  server_->start();
+  server_->authorize("d1", sha_, 256 * 1024, 1);
+  const auto wait_published = [&](std::size_t n) {
+    for (int i = 0; i < 300 && out_.published() < n; ++i) std::this_thread::sleep_for(10ms);
+    return out_.published() == n;
+  };
+  ASSERT_TRUE(ask("d1", 0, 16));  // the first quarter
+  ASSERT_TRUE(wait_published(16));
+  ASSERT_TRUE(ask("d1", 0, 16));  // again: nothing new
+  ASSERT_TRUE(wait_published(32));
+  for (int i = 0; i < 100 && server_->inflight_bytes() > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(records_.progress(), (std::vector<int>{0, 25}));
+
+  clock_.advance(std::chrono::minutes(1));
+  server_->authorize("d1", sha_, 256 * 1024, 1);
+  ASSERT_TRUE(ask("d1", 0, 16));
+  ASSERT_TRUE(wait_published(48));
+  for (int i = 0; i < 100 && server_->inflight_bytes() > 0; ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(records_.progress(), (std::vector<int>{0, 25, 0, 25}));
 }
 
 // A restore from the recorded offers (after the listener reconnects) may bring an older offer
