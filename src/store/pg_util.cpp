@@ -53,6 +53,10 @@ time_point from_epoch_ms(std::int64_t ms) {
       std::chrono::duration_cast<time_point::duration>(std::chrono::milliseconds{ms})};
 }
 
+std::int64_t epoch_ms(time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
 std::optional<std::string> opt_string(const pqxx::field& f) {
   if (f.is_null()) return std::nullopt;
   return f.as<std::string>();

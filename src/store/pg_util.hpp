@@ -42,6 +42,7 @@ std::string first_line(std::string_view text);
 std::string dump(const nlohmann::json& j);
 
 time_point from_epoch_ms(std::int64_t ms);
+std::int64_t epoch_ms(time_point t);  // for to_timestamp($n::bigint / 1000.0) parameters
 
 std::optional<std::string> opt_string(const pqxx::field& f);
 std::optional<std::int64_t> opt_int64(const pqxx::field& f);

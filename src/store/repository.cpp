@@ -38,7 +38,7 @@ constexpr const char* kDeleteUnreferencedUpload =
     "WHERE u.sha256 = $1 AND u.created_at < to_timestamp($2::bigint / 1000.0) "
     "  AND NOT EXISTS (SELECT 1 FROM releases r WHERE r.sha256 = u.sha256) "
     "RETURNING u.sha256";
-// Event retention (prune_events): one instance at a time prunes; the others skip the round.
+// Event retention (prune_events): one instance at a time runs a step; the others skip theirs.
 constexpr const char* kTryLockPrune =
     "SELECT pg_try_advisory_xact_lock(hashtextextended('otter-prune-events', 0))";
 // Up to $2 events recorded before $1, oldest first by the events_at index, except the audit
@@ -384,8 +384,7 @@ result<bool> repository::upload_exists(const std::string& sha256, std::uint64_t*
 
 result<std::vector<std::string>> repository::delete_unreferenced_uploads(
     std::chrono::system_clock::time_point cutoff, const file_step& remove_file) {
-  const auto cutoff_ms = static_cast<std::int64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count());
+  const auto cutoff_ms = detail::epoch_ms(cutoff);
   return with_connection([&](pqxx::connection& c) -> result<std::vector<std::string>> {
     std::vector<std::string> candidates;
     {
@@ -424,8 +423,7 @@ result<repository::prune_step> repository::prune_events(
     std::chrono::system_clock::time_point cutoff, std::size_t batch,
     const std::vector<std::string>& kept_commands) {
   if (batch == 0) throw std::invalid_argument("prune_events: an empty batch never ends");
-  const auto cutoff_ms = static_cast<std::int64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(cutoff.time_since_epoch()).count());
+  const auto cutoff_ms = detail::epoch_ms(cutoff);
   std::string kept = "{";
   for (const auto& c : kept_commands) {
     // Command names are [a-z.]; anything else would need quoting in the array literal.
@@ -739,12 +737,11 @@ std::vector<device_state> repository::load_devices() {
 
 std::vector<recent_offer> repository::load_recent_offers(
     std::chrono::system_clock::time_point since) {
-  const auto since_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(since.time_since_epoch()).count();
+  const auto since_ms = detail::epoch_ms(since);
   return with_connection([&](pqxx::connection& c) {
     pqxx::read_transaction tx{c};
     std::vector<recent_offer> out;
-    for (const auto& r : tx.exec_params(kRecentOffers, static_cast<std::int64_t>(since_ms))) {
+    for (const auto& r : tx.exec_params(kRecentOffers, since_ms)) {
       recent_offer o;
       o.device = r[0].as<std::string>();
       o.sha256 = r[1].as<std::string>();
