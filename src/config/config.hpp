@@ -49,8 +49,8 @@ struct settings {
   std::uint32_t chunk_max = 4096;
   std::uint32_t chunk_window = 16;
   std::chrono::seconds upload_gc{24 * 3600};
-  // OTTER_EVENT_RETENTION: events older than this are deleted, operators' events (command,
-  // upload) excepted; 0 keeps every event.
+  // OTTER_EVENT_RETENTION: events older than this are deleted, except successful uploads and
+  // commands that change something (the audit trail); 0 keeps every event.
   std::chrono::seconds event_retention{30 * 86400};
   // Event kinds published on R/events/<kind>; nullopt: every kind (PROTOCOL.md). All are
   // recorded in PostgreSQL whatever this says.

@@ -108,11 +108,7 @@ void admin_handler::run() {
       cv_.wait_until(lock, next_due, [&] { return stopping_ || !queue_.empty(); });
       if (queue_.empty()) {
         if (stopping_) {
-          if (pruned_in_round_ > 0)
-            spdlog::info(
-                "decision=events_pruned removed={} reason=\"OTTER_EVENT_RETENTION; "
-                "the round was cut short by the stop\"",
-                pruned_in_round_);
+          end_prune_round("", "the round was cut short by the stop");
           return;
         }
         continue;  // time to collect or prune
@@ -157,24 +153,22 @@ bool admin_handler::prune_events(clock::time_point now) {
       spdlog::warn("decision=events_prune_skipped reason=\"{}\"", step.error().message);
     else
       spdlog::debug("decision=events_prune_skipped reason=\"another instance is pruning\"");
-    if (pruned_in_round_ > 0)
-      spdlog::info(
-          "decision=events_pruned removed={} reason=\"OTTER_EVENT_RETENTION ({}s); "
-          "the round was interrupted\"",
-          pruned_in_round_, s_.event_retention.count());
-    pruned_in_round_ = 0;
+    end_prune_round("", "the round was interrupted");
     return false;
   }
   pruned_in_round_ += step->removed;
   d_.counters.events_pruned += step->removed;
-  if (!step->more && pruned_in_round_ > 0) {
-    spdlog::info(
-        "decision=events_pruned removed={} older_than={} reason=\"OTTER_EVENT_RETENTION ({}s); "
-        "successful uploads and changing commands are kept\"",
-        pruned_in_round_, store::to_rfc3339(cutoff), s_.event_retention.count());
-    pruned_in_round_ = 0;
-  }
+  if (!step->more)
+    end_prune_round(" older_than=" + store::to_rfc3339(cutoff),
+                    "successful uploads and changing commands are kept");
   return step->more;
+}
+
+void admin_handler::end_prune_round(std::string_view fields, std::string_view why) {
+  if (pruned_in_round_ > 0)
+    spdlog::info("decision=events_pruned removed={}{} reason=\"OTTER_EVENT_RETENTION ({}s); {}\"",
+                 pruned_in_round_, fields, s_.event_retention.count(), why);
+  pruned_in_round_ = 0;
 }
 
 void admin_handler::handle(const job& j) {

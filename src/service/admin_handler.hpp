@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -109,9 +110,11 @@ class admin_handler {
   std::deque<job> queue_;
   bool stopping_ = false;
   std::thread thread_;
-  // Event retention, touched by the worker thread only: what this round of steps removed
-  // (logged when the round ends).
+  // Event retention, touched by the worker thread only: what this round of steps removed,
+  // logged (with why the round ended) and reset by end_prune_round().
   std::uint64_t pruned_in_round_ = 0;
+  // `fields`: more key=value pairs for the log line, each with a leading space.
+  void end_prune_round(std::string_view fields, std::string_view why);
 };
 
 }  // namespace otter::service

@@ -53,7 +53,7 @@ result<image_store::stored> image_store::put(std::string_view bytes) {
   const auto final_path = dir_ / s.sha256;
   // Stored once; a file of the wrong length (damaged on disk) is replaced by this one.
   std::error_code ec;
-  if (contains(s.sha256) && std::filesystem::file_size(dir_ / s.sha256, ec) == s.size && !ec) {
+  if (contains(s.sha256) && std::filesystem::file_size(final_path, ec) == s.size && !ec) {
     s.existed = true;
     return s;
   }
