@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <mutex>
 #include <pqxx/pqxx>
 #include <set>
@@ -794,46 +795,45 @@ TEST_F(store_test, upload_and_its_collection_take_the_images_lock) {
   auto other = open_repo();
   ASSERT_TRUE(repo->add_upload(sha(1), 10, "alice"));
   pqxx::connection holder{url()};
-  auto hold = std::make_unique<pqxx::work>(holder);
-  hold->exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    "otter-image:" + sha(1));
-
-  std::atomic<bool> uploaded{false};
-  std::atomic<int> ensured{0};
-  std::thread upload([&] {
-    auto r = other->add_upload(sha(1), 10, "bob", [&](const std::string&) -> result<void> {
-      ++ensured;
-      return {};
+  // `op` runs on a thread while another connection holds the image's lock: it must wait.
+  const auto waits_for_the_lock = [&](const std::function<void()>& op, const char* what) {
+    pqxx::work hold{holder};
+    hold.exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                     "otter-image:" + sha(1));
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+      op();
+      done = true;
     });
-    EXPECT_TRUE(r) << r.error().message;
-    uploaded = true;
-  });
-  std::this_thread::sleep_for(300ms);
-  EXPECT_FALSE(uploaded.load()) << "the upload went past the image's lock";
-  hold->commit();
-  hold.reset();
-  upload.join();
+    std::this_thread::sleep_for(300ms);
+    EXPECT_FALSE(done.load()) << what << " went past the image's lock";
+    hold.commit();
+    t.join();
+  };
+
+  std::atomic<int> ensured{0};
+  waits_for_the_lock(
+      [&] {
+        auto r = other->add_upload(sha(1), 10, "bob", [&](const std::string&) -> result<void> {
+          ++ensured;
+          return {};
+        });
+        EXPECT_TRUE(r) << r.error().message;
+      },
+      "the upload");
   EXPECT_EQ(ensured.load(), 1);
 
-  hold = std::make_unique<pqxx::work>(holder);
-  hold->exec_params("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                    "otter-image:" + sha(1));
-  std::atomic<bool> collected{false};
   std::vector<std::string> removed;
-  std::thread gc([&] {
-    auto r = other->delete_unreferenced_uploads(std::chrono::system_clock::now() + 1h,
-                                                [&](const std::string& s) -> result<void> {
-                                                  removed.push_back(s);
-                                                  return {};
-                                                });
-    EXPECT_TRUE(r);
-    collected = true;
-  });
-  std::this_thread::sleep_for(300ms);
-  EXPECT_FALSE(collected.load()) << "the collection went past the image's lock";
-  hold->commit();
-  hold.reset();
-  gc.join();
+  waits_for_the_lock(
+      [&] {
+        auto r = other->delete_unreferenced_uploads(std::chrono::system_clock::now() + 1h,
+                                                    [&](const std::string& s) -> result<void> {
+                                                      removed.push_back(s);
+                                                      return {};
+                                                    });
+        EXPECT_TRUE(r);
+      },
+      "the collection");
   EXPECT_EQ(removed, std::vector<std::string>{sha(1)});
   EXPECT_EQ(count(url(), "uploads"), 0);
 }
